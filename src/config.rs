@@ -1,0 +1,597 @@
+//! Configuration: defaults → optional TOML file → `DESKD_*` environment.
+//!
+//! Environment keys map onto the nested structure by their first segment:
+//! `DESKD_DATABASE_OWNER_URL` sets `database.owner_url`, `DESKD_JWT_SECRET`
+//! sets `jwt.secret`, `DESKD_LISTEN_ADDR` sets `listen_addr`. A double
+//! underscore always nests (`DESKD_RATE_LIMIT__TENANT__BURST`).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The sections whose names prefix environment keys (`DESKD_<SECTION>_<KEY>`).
+const SECTIONS: &[&str] = &[
+    "database",
+    "jwt",
+    "server",
+    "rate_limit",
+    "tenant_cache",
+    "log",
+    "health",
+];
+
+/// deskd's whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the gRPC server listens (`DESKD_LISTEN_ADDR`).
+    pub listen_addr: SocketAddr,
+    /// PostgreSQL connections.
+    pub database: DatabaseConfig,
+    /// JWT verification (and minting by `deskd token mint`).
+    pub jwt: JwtConfig,
+    /// HTTP/2, message-size and concurrency limits.
+    pub server: ServerConfig,
+    /// Request rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// The in-process tenant and principal cache.
+    pub tenant_cache: TenantCacheConfig,
+    /// Log output.
+    pub log: LogConfig,
+    /// Health reporting.
+    pub health: HealthConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database: DatabaseConfig::default(),
+            jwt: JwtConfig::default(),
+            server: ServerConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            tenant_cache: TenantCacheConfig::default(),
+            log: LogConfig::default(),
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The app role's URL, used for serving (`DESKD_DATABASE_URL`). Its user
+    /// must not be a superuser, have BYPASSRLS, or own a table.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    /// The owner's URL, used for migrations and operator commands
+    /// (`DESKD_DATABASE_OWNER_URL`). Empty disables migrations on `serve`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub owner_url: SecretString,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// Connections kept open while idle.
+    pub min_connections: u32,
+    /// How long an idle connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a request waits for a free connection before UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Upper bound on one transaction's statements when the client sent no
+    /// deadline; a shorter client deadline always wins.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://deskd_app@127.0.0.1:5432/deskd"),
+            owner_url: SecretString::from("postgres://postgres@127.0.0.1:5432/deskd"),
+            max_connections: 20,
+            min_connections: 0,
+            idle_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// JWT settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// The HS256 secret (`DESKD_JWT_SECRET`), at least 32 bytes. Empty means:
+    /// use (and create if missing) the development secret in `dev_secret_file`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub secret: SecretString,
+    /// Required `iss` claim (`DESKD_JWT_ISSUER`).
+    pub issuer: String,
+    /// Required `aud` claim (`DESKD_JWT_AUDIENCE`).
+    pub audience: String,
+    /// Clock skew tolerated on `exp`/`nbf`; at most 60 s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Where the development secret lives when no secret is configured.
+    pub dev_secret_file: PathBuf,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret: SecretString::from(""),
+            issuer: "deskd".into(),
+            audience: "deskd".into(),
+            leeway: Duration::from_secs(30),
+            dev_secret_file: PathBuf::from(".deskd/dev-jwt-secret"),
+        }
+    }
+}
+
+/// Transport limits. tonic leaves several HTTP/2 limits unset, which removes
+/// hyper's own defaults, so every one is explicit here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Streams reset by the client before the server accepted them (guards
+    /// against rapid-reset floods).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset for protocol errors before it closes the
+    /// connection.
+    pub max_local_error_reset_streams: usize,
+    /// Largest header list a client may send, in bytes.
+    pub max_header_list_size: u32,
+    /// Largest HTTP/2 frame, in bytes.
+    pub max_frame_size: u32,
+    /// Largest request message, in bytes.
+    pub max_decoding_message_size: usize,
+    /// Largest response message, in bytes.
+    pub max_encoding_message_size: usize,
+    /// HTTP/2 PING interval on idle connections.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long to wait for a PING answer before closing the connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// RPCs in flight across all connections; more are shed at once with
+    /// RESOURCE_EXHAUSTED instead of queueing.
+    pub max_in_flight: usize,
+    /// The longest an RPC may run, whatever deadline the client sent.
+    #[serde(with = "humantime_serde")]
+    pub max_request_duration: Duration,
+    /// How long in-flight RPCs may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// An RPC slower than this logs a WARN `slow_rpc` event.
+    #[serde(with = "humantime_serde")]
+    pub slow_rpc_threshold: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 256,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            max_header_list_size: 16 * 1024,
+            max_frame_size: 16 * 1024,
+            max_decoding_message_size: 4 * 1024 * 1024,
+            max_encoding_message_size: 4 * 1024 * 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_in_flight: 1024,
+            max_request_duration: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            slow_rpc_threshold: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One GCRA quota: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Requests allowed per `period` on average.
+    pub requests: u32,
+    /// The period `requests` are spread over.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Requests that may arrive at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// Rate limits (GCRA), in-process for now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Off disables every limit.
+    pub enabled: bool,
+    /// The limit shared by all callers of one tenant.
+    pub tenant: Quota,
+    /// The limit of one principal within a tenant.
+    pub principal: Quota,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tenant: Quota {
+                requests: 1000,
+                period: Duration::from_secs(1),
+                burst: 2000,
+            },
+            principal: Quota {
+                requests: 200,
+                period: Duration::from_secs(1),
+                burst: 400,
+            },
+        }
+    }
+}
+
+/// The in-process cache of tenants and principals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantCacheConfig {
+    /// How long a looked-up tenant or principal is trusted.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most entries kept.
+    pub capacity: u64,
+}
+
+impl Default for TenantCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            capacity: 100_000,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    Text,
+    /// One JSON object per line, for production.
+    Json,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `deskd=debug,info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info,sqlx=warn".into(),
+        }
+    }
+}
+
+/// Health reporting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often PostgreSQL is probed.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// How long one probe may take before it counts as a failure.
+    #[serde(with = "humantime_serde")]
+    pub check_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(2),
+            check_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+fn serialize_secret<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+    // Serialising is only used to seed figment with defaults; a configured
+    // secret never passes through here on its way to a log.
+    ser.serialize_str(s.expose_secret())
+}
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the `DESKD_*` variables
+    /// of `env`, and validates the result.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let mut env_toml = toml_table_from_env(env)?;
+        if !env_toml.is_empty() {
+            let text = std::mem::take(&mut env_toml);
+            fig = fig.merge(Toml::string(&text));
+        }
+        let cfg: Config = fig.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let mut msg = e.kind.to_string();
+            if !key.is_empty() {
+                msg = format!("key `{key}` ({}): {msg}", env_name(&key));
+            }
+            ConfigError(msg)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads from the process environment.
+    pub fn from_process_env(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        Self::load(file, std::env::vars())
+    }
+
+    /// Checks cross-field rules that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError(format!(
+                "key `{key}` ({}): {why}",
+                env_name(key)
+            )))
+        };
+        if self.database.url.expose_secret().trim().is_empty() {
+            return bad("database.url", "must not be empty");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return bad(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            );
+        }
+        if self.database.acquire_timeout.is_zero() {
+            return bad("database.acquire_timeout", "must be positive");
+        }
+        if self.database.statement_timeout.is_zero() {
+            return bad("database.statement_timeout", "must be positive");
+        }
+        let secret = self.jwt.secret.expose_secret();
+        if !secret.is_empty() && secret.len() < 32 {
+            return bad("jwt.secret", "must be at least 32 bytes");
+        }
+        if self.jwt.leeway > Duration::from_secs(60) {
+            return bad("jwt.leeway", "must be at most 60s");
+        }
+        if self.jwt.issuer.is_empty() {
+            return bad("jwt.issuer", "must not be empty");
+        }
+        if self.jwt.audience.is_empty() {
+            return bad("jwt.audience", "must not be empty");
+        }
+        if self.server.max_in_flight == 0 {
+            return bad("server.max_in_flight", "must be at least 1");
+        }
+        if self.server.max_concurrent_streams == 0 {
+            return bad("server.max_concurrent_streams", "must be at least 1");
+        }
+        if !(16_384..=16_777_215).contains(&self.server.max_frame_size) {
+            return bad(
+                "server.max_frame_size",
+                "must be between 16384 and 16777215",
+            );
+        }
+        if self.server.max_request_duration.is_zero() {
+            return bad("server.max_request_duration", "must be positive");
+        }
+        for (key, q) in [
+            ("rate_limit.tenant", self.rate_limit.tenant),
+            ("rate_limit.principal", self.rate_limit.principal),
+        ] {
+            if q.requests == 0 || q.period.is_zero() || q.burst == 0 {
+                return bad(key, "requests, period and burst must all be positive");
+            }
+        }
+        if self.health.check_interval.is_zero() || self.health.check_timeout.is_zero() {
+            return bad(
+                "health",
+                "check_interval and check_timeout must be positive",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `database.owner_url` → `DESKD_DATABASE_OWNER_URL`.
+fn env_name(key: &str) -> String {
+    let mut parts = key.split('.');
+    let first = parts.next().unwrap_or_default().to_uppercase();
+    let rest: Vec<String> = parts.map(|p| p.to_uppercase()).collect();
+    match rest.len() {
+        0 => format!("DESKD_{first}"),
+        1 => format!("DESKD_{first}_{}", rest[0]),
+        _ => format!("DESKD_{first}__{}", rest.join("__")),
+    }
+}
+
+/// Builds a TOML document from `DESKD_*` variables. Values are kept as
+/// strings unless they parse as TOML scalars, so `DESKD_SERVER_MAX_IN_FLIGHT=8`
+/// is a number and `DESKD_JWT_SECRET=...` stays a string.
+fn toml_table_from_env(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<String, ConfigError> {
+    let mut out = String::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("DESKD_")
+                .map(|rest| (rest.to_lowercase(), v))
+        })
+        .filter(|(k, _)| !k.is_empty() && k != "config")
+        .collect();
+    vars.sort();
+    for (key, value) in vars {
+        let path = env_key_path(&key);
+        let literal = toml_literal(&value);
+        out.push_str(&format!("{} = {}\n", dotted(&path), literal));
+    }
+    // Validate the generated document up front so a malformed value names its variable.
+    Toml::string(&out);
+    Ok(out)
+}
+
+fn env_key_path(key: &str) -> Vec<String> {
+    if key.contains("__") {
+        return key.split("__").map(str::to_string).collect();
+    }
+    for section in SECTIONS {
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            if !rest.is_empty() {
+                return vec![(*section).to_string(), rest.to_string()];
+            }
+        }
+    }
+    vec![key.to_string()]
+}
+
+fn dotted(path: &[String]) -> String {
+    path.iter()
+        .map(|p| format!("\"{}\"", p.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn toml_literal(value: &str) -> String {
+    let trimmed = value.trim();
+    let is_number = !trimmed.is_empty() && trimmed.parse::<i64>().is_ok();
+    if is_number || trimmed == "true" || trimmed == "false" {
+        trimmed.to_string()
+    } else {
+        let escaped: String = value
+            .chars()
+            .flat_map(|c| match c {
+                '\\' => vec!['\\', '\\'],
+                '"' => vec!['\\', '"'],
+                '\n' => vec!['\\', 'n'],
+                '\r' => vec!['\\', 'r'],
+                '\t' => vec!['\\', 't'],
+                c if c.is_control() => format!("\\u{:04X}", c as u32).chars().collect(),
+                c => vec![c],
+            })
+            .collect();
+        format!("\"{escaped}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = Config::load(None, env(&[])).expect("defaults load");
+        assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(cfg.database.max_connections, 20);
+        assert_eq!(cfg.database.idle_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.database.acquire_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("DESKD_LISTEN_ADDR", "0.0.0.0:6000"),
+                ("DESKD_DATABASE_OWNER_URL", "postgres://o@h/db"),
+                ("DESKD_DATABASE_MAX_CONNECTIONS", "7"),
+                ("DESKD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("DESKD_JWT_ISSUER", "me"),
+                ("DESKD_RATE_LIMIT__TENANT__BURST", "9"),
+                ("DESKD_SERVER_SHUTDOWN_GRACE", "3s"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(cfg.listen_addr.to_string(), "0.0.0.0:6000");
+        assert_eq!(cfg.database.owner_url.expose_secret(), "postgres://o@h/db");
+        assert_eq!(cfg.database.max_connections, 7);
+        assert_eq!(cfg.jwt.issuer, "me");
+        assert_eq!(cfg.rate_limit.tenant.burst, 9);
+        assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::load(None, env(&[("DESKD_DATABASE_MAX_CONNECTIONS", "many")]))
+            .expect_err("must fail");
+        assert!(
+            err.to_string().contains("database.max_connections"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("DESKD_DATABASE_MAX_CONNECTIONS"),
+            "{err}"
+        );
+
+        let err = Config::load(None, env(&[("DESKD_JWT_SECRET", "short")])).expect_err("must fail");
+        assert!(err.to_string().contains("jwt.secret"), "{err}");
+
+        let err = Config::load(None, env(&[("DESKD_JWT_LEEWAY", "2m")])).expect_err("must fail");
+        assert!(err.to_string().contains("jwt.leeway"), "{err}");
+
+        let err = Config::load(None, env(&[("DESKD_NO_SUCH_KEY", "1")])).expect_err("must fail");
+        assert!(err.to_string().contains("no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deskd.toml");
+        std::fs::write(
+            &path,
+            "listen_addr = \"127.0.0.1:7000\"\n[database]\nmax_connections = 3\nurl = \"postgres://a@b/c\"\n",
+        )
+        .expect("write");
+        let cfg = Config::load(Some(&path), env(&[("DESKD_DATABASE_MAX_CONNECTIONS", "4")]))
+            .expect("loads");
+        assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(cfg.database.max_connections, 4);
+        assert_eq!(cfg.database.url.expose_secret(), "postgres://a@b/c");
+    }
+}

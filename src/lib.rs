@@ -1,0 +1,26 @@
+//! deskd: a multi-tenant helpdesk backend served over gRPC.
+//!
+//! See ARCHITECTURE.md for the map. The request path: `startup` builds the
+//! tonic server and the tower layers of `middleware`; handlers live in each
+//! feature folder (`tickets/grpc.rs`), call one service function
+//! (`tickets/service.rs`) which runs SQL (`tickets/store.rs`) inside a
+//! `tenancy::TenantTx`.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod codec;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc_util;
+pub mod middleware;
+pub mod ops;
+pub mod pagination;
+pub mod proto;
+pub mod ratelimit;
+pub mod startup;
+pub mod telemetry;
+pub mod tenancy;
+pub mod tickets;
+pub mod users;

@@ -1,0 +1,55 @@
+//! Layer 1: request id and the per-RPC span.
+//!
+//! Outermost so that every later layer, the handler and every log line run
+//! inside a span carrying the id, and every response (errors included)
+//! echoes it in `x-request-id`.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tower::Service;
+use tracing::Instrument as _;
+
+use super::{Middleware, Req, RequestId, Res};
+
+/// The metadata key carrying the request id both ways.
+pub const HEADER: &str = "x-request-id";
+
+/// Honours a well-formed `x-request-id`, else generates one.
+#[derive(Clone, Default)]
+pub struct RequestIdLayer;
+
+/// A caller's id is kept when it is 1–128 characters of `[A-Za-z0-9._:-]`,
+/// so it can't inject anything into logs.
+pub fn well_formed(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+impl Middleware for RequestIdLayer {
+    fn handle<S>(&self, mut req: Req, mut next: S) -> BoxFuture<'static, Result<Res, S::Error>>
+    where
+        S: Service<Req, Response = Res> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let id: Arc<str> = match req.headers().get(HEADER).and_then(|v| v.to_str().ok()) {
+            Some(v) if well_formed(v) => Arc::from(v),
+            _ => Arc::from(uuid::Uuid::now_v7().to_string()),
+        };
+        req.extensions_mut().insert(RequestId(id.clone()));
+        let span = tracing::info_span!("rpc", request_id = %id, method = %req.uri().path());
+        Box::pin(
+            async move {
+                let mut res = next.call(req).await?;
+                if let Ok(v) = http::HeaderValue::from_str(&id) {
+                    res.headers_mut().insert(HEADER, v);
+                }
+                Ok(res)
+            }
+            .instrument(span),
+        )
+    }
+}

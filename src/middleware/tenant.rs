@@ -1,0 +1,87 @@
+//! Layer 7: tenant and principal.
+//!
+//! The tenant comes from the credential, never from the request: an
+//! `x-tenant-id` header may only confirm it (a mismatch is
+//! PERMISSION_DENIED). The tenant and user are looked up through the cached
+//! `TenantDirectory`; unknown or suspended tenants are refused here, so no
+//! handler ever runs for them. After authentication (it needs the verified
+//! credential) and before the rate limit (whose keys are tenant and principal).
+
+use futures_util::future::BoxFuture;
+use tower::Service;
+use uuid::Uuid;
+
+use super::{
+    Middleware, Req, RequestId, Res, deadline::Deadline, error_response, is_public,
+    request_log::LogSlot,
+};
+use crate::{auth::Authenticated, error::AppError, tenancy::TenantDirectory};
+
+/// The metadata key a caller may use to state the tenant it expects.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// Resolves the principal of every non-public RPC.
+#[derive(Clone)]
+pub struct TenantLayer {
+    /// Cached tenant and user lookups.
+    pub directory: TenantDirectory,
+}
+
+impl Middleware for TenantLayer {
+    fn handle<S>(&self, mut req: Req, mut next: S) -> BoxFuture<'static, Result<Res, S::Error>>
+    where
+        S: Service<Req, Response = Res> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        if is_public(req.uri().path()) {
+            return Box::pin(next.call(req));
+        }
+        let directory = self.directory.clone();
+        Box::pin(async move {
+            let request_id = RequestId::of(&req);
+            let Some(auth) = req.extensions().get::<Authenticated>().copied() else {
+                // Unreachable while the authn layer sits above: fail closed.
+                return Ok(error_response(
+                    AppError::Unauthenticated {
+                        reason: "CREDENTIAL_MISSING",
+                        description: "no verified credential",
+                    },
+                    &request_id,
+                ));
+            };
+            if let Some(slot) = req.extensions().get::<LogSlot>() {
+                slot.set_caller(auth.tenant_id.to_string(), auth.user_id.to_string());
+            }
+            if let Some(v) = req.headers().get(TENANT_HEADER) {
+                let matches = v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| Uuid::parse_str(s.trim()).ok())
+                    .is_some_and(|t| t == auth.tenant_id.0);
+                if !matches {
+                    return Ok(error_response(
+                        AppError::PermissionDenied {
+                            reason: "TENANT_MISMATCH",
+                            description: "x-tenant-id does not match the credential's tenant"
+                                .into(),
+                            metadata: vec![],
+                        },
+                        &request_id,
+                    ));
+                }
+            }
+            let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
+            match directory
+                .resolve(auth.tenant_id, auth.user_id, deadline)
+                .await
+            {
+                Ok(principal) => {
+                    req.extensions_mut().insert(principal);
+                    next.call(req).await
+                }
+                Err(e) => Ok(error_response(e, &request_id)),
+            }
+        })
+    }
+}

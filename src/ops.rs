@@ -1,0 +1,116 @@
+//! Operator commands: bootstrap tenants, users and tokens. They connect with
+//! the owner URL (they create what the app role may not), apply migrations
+//! first so they work on a fresh database, and return ids for stdout.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use secrecy::ExposeSecret;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::{
+    auth::{JwtKeys, jwt},
+    config::Config,
+    db,
+    tenancy::{TenantId, TenantStatus, UserId, store as tenant_store},
+    users::{
+        model::{Role, User, normalize_email},
+        store as user_store,
+    },
+};
+
+async fn owner_conn(cfg: &Config) -> anyhow::Result<PgConnection> {
+    if cfg.database.owner_url.expose_secret().is_empty() {
+        bail!("this command needs the owner URL: set DESKD_DATABASE_OWNER_URL");
+    }
+    db::migrate(&cfg.database)
+        .await
+        .context("migrating the database")?;
+    let opts = db::connect_options("database.owner_url", &cfg.database.owner_url)?;
+    Ok(opts
+        .connect()
+        .await
+        .context("connecting with DESKD_DATABASE_OWNER_URL")?)
+}
+
+/// Creates a tenant; returns its id.
+pub async fn create_tenant(cfg: &Config, name: &str) -> anyhow::Result<TenantId> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        bail!("the tenant name must be 1 to 200 characters");
+    }
+    let mut conn = owner_conn(cfg).await?;
+    let id = TenantId(Uuid::now_v7());
+    tenant_store::insert_tenant(&mut conn, id, name).await?;
+    let _ = conn.close().await;
+    Ok(id)
+}
+
+/// Suspends or reactivates a tenant.
+pub async fn set_tenant_status(
+    cfg: &Config,
+    id: TenantId,
+    status: TenantStatus,
+) -> anyhow::Result<()> {
+    let mut conn = owner_conn(cfg).await?;
+    let found = tenant_store::set_tenant_status(&mut conn, id, status).await?;
+    let _ = conn.close().await;
+    if !found {
+        bail!("no tenant with id {id}");
+    }
+    Ok(())
+}
+
+/// Creates a user in a tenant; returns its id.
+pub async fn create_user(
+    cfg: &Config,
+    tenant: TenantId,
+    email: &str,
+    display_name: &str,
+    role: Role,
+) -> anyhow::Result<UserId> {
+    let email =
+        normalize_email(email).map_err(|v| anyhow::anyhow!("--email: {}", v.description))?;
+    let mut conn = owner_conn(cfg).await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("select set_config('app.current_tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let exists: bool = sqlx::query_scalar("select exists (select from tenants where id = $1)")
+        .bind(tenant.0)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        bail!("no tenant with id {tenant}");
+    }
+    let user = User {
+        id: UserId(Uuid::now_v7()),
+        email,
+        display_name: display_name.trim().to_string(),
+        role,
+        active: true,
+    };
+    if !user_store::insert_user(&mut tx, tenant, &user).await? {
+        bail!(
+            "a user with e-mail {} already exists in tenant {tenant}",
+            user.email
+        );
+    }
+    tx.commit().await?;
+    let _ = conn.close().await;
+    Ok(user.id)
+}
+
+/// Mints a JWT for a user with the configured (or development) secret.
+pub fn mint_token(
+    cfg: &Config,
+    tenant: TenantId,
+    user: UserId,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let (secret, _) = jwt::load_secret(&cfg.jwt).context("loading the JWT secret")?;
+    let keys = JwtKeys::hs256(&secret, &cfg.jwt)?;
+    Ok(keys.mint(tenant, user, ttl)?)
+}

@@ -1,0 +1,305 @@
+//! Builds and runs the server: database checks, the layer stack, health,
+//! reflection, and graceful shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::ServiceBuilder;
+
+use crate::{
+    auth::{JwtKeys, jwt},
+    config::Config,
+    db,
+    middleware::{
+        MiddlewareLayer, authn::AuthnLayer, catch_panic::CatchPanicLayer, deadline::DeadlineLayer,
+        load_shed::LoadShedLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer,
+        request_log::RequestLogLayer, tenant::TenantLayer,
+    },
+    pagination::PageTokens,
+    proto,
+    ratelimit::{InProcessRateLimiter, RateLimiter},
+    tenancy::TenantDirectory,
+    tickets::{grpc::TicketsGrpc, service::TicketsService},
+};
+
+/// The gRPC services deskd serves (health reports each by name).
+pub const SERVICE_NAMES: &[&str] = &["deskd.tickets.v1.TicketsService"];
+
+/// A built server, bound to its address and ready to run.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    addr: SocketAddr,
+    pool: PgPool,
+    keys: Arc<JwtKeys>,
+    limiter: Arc<dyn RateLimiter>,
+}
+
+impl Application {
+    /// Migrates (when an owner URL is configured), connects, checks the
+    /// serving role, loads keys and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if !config.database.owner_url.expose_secret().is_empty() {
+            db::migrate(&config.database)
+                .await
+                .context("migrating the database")?;
+        }
+        let pool = db::app_pool(&config.database)?;
+        db::check_app_role(&pool).await?;
+
+        let (secret, source) = jwt::load_secret(&config.jwt).context("loading the JWT secret")?;
+        if let jwt::SecretSource::DevFile(path) = &source {
+            tracing::warn!(
+                path = %path.display(),
+                "no DESKD_JWT_SECRET configured: using the development secret file; set a secret in production"
+            );
+        }
+        let keys = Arc::new(JwtKeys::hs256(&secret, &config.jwt).context("building the JWT keys")?);
+
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", config.listen_addr))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            config,
+            listener,
+            addr,
+            pool,
+            keys,
+            limiter: Arc::new(InProcessRateLimiter::default()),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The serving pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight RPCs for at
+    /// most `server.shutdown_grace`.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            config,
+            listener,
+            addr,
+            pool,
+            keys,
+            limiter,
+        } = self;
+        let cfg = Arc::new(config);
+        let s = &cfg.server;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let stop_health = tokio_util_like::Stop::default();
+        let health_task = tokio::spawn(health_loop(
+            pool.clone(),
+            health.clone(),
+            cfg.health.check_interval,
+            cfg.health.check_timeout,
+            stop_health.clone(),
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let directory = TenantDirectory::new(
+            pool.clone(),
+            cfg.tenant_cache.ttl,
+            cfg.tenant_cache.capacity,
+            cfg.database.statement_timeout,
+        );
+        let tokens = PageTokens::new(page_token_secret(&cfg).as_bytes());
+        let tickets = TicketsGrpc::new(TicketsService::new(
+            pool.clone(),
+            tokens,
+            cfg.database.statement_timeout,
+        ))
+        .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
+
+        // Outermost first; see middleware.rs for why each sits where it does.
+        let layers = ServiceBuilder::new()
+            .layer(MiddlewareLayer(RequestIdLayer))
+            .layer(MiddlewareLayer(RequestLogLayer {
+                slow_threshold: s.slow_rpc_threshold,
+            }))
+            .layer(MiddlewareLayer(CatchPanicLayer))
+            .layer(MiddlewareLayer(LoadShedLayer::new(s.max_in_flight)))
+            .layer(MiddlewareLayer(DeadlineLayer {
+                max: s.max_request_duration,
+            }))
+            .layer(MiddlewareLayer(AuthnLayer { keys }))
+            .layer(MiddlewareLayer(TenantLayer { directory }))
+            .layer(MiddlewareLayer(RateLimitLayer {
+                limiter,
+                config: Arc::new(cfg.rate_limit.clone()),
+            }));
+
+        let router = Server::builder()
+            .max_concurrent_streams(s.max_concurrent_streams)
+            .http2_max_pending_accept_reset_streams(Some(s.max_pending_accept_reset_streams))
+            .http2_max_local_error_reset_streams(Some(s.max_local_error_reset_streams))
+            .http2_max_header_list_size(s.max_header_list_size)
+            .max_frame_size(s.max_frame_size)
+            .http2_keepalive_interval(Some(s.keepalive_interval))
+            .http2_keepalive_timeout(Some(s.keepalive_timeout))
+            .tcp_nodelay(true)
+            .layer(layers)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(tickets);
+
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let health_on_stop = health.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight RPCs");
+            // Tell load balancers first, then stop accepting.
+            for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
+                health_on_stop
+                    .set_service_status(*name, ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = stopping_tx.send(true);
+        };
+        tracing::info!(%addr, "deskd serving gRPC");
+        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        let grace = s.shutdown_grace;
+        let mut stopping = stopping_rx;
+        let deadline = async move {
+            let _ = stopping.wait_for(|v| *v).await;
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            r = serve => r.map_err(anyhow::Error::from),
+            () = deadline => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period over: closing remaining RPCs");
+                Ok(())
+            }
+        };
+        stop_health.stop();
+        let _ = health_task.await;
+        pool.close().await;
+        tracing::info!("deskd stopped");
+        result
+    }
+}
+
+/// The key page tokens are MAC'd with: derived from the JWT secret so every
+/// replica of a deployment agrees without another setting.
+fn page_token_secret(cfg: &Config) -> String {
+    match jwt::load_secret(&cfg.jwt) {
+        Ok((s, _)) => s.expose_secret().to_string(),
+        Err(_) => cfg.jwt.issuer.clone(),
+    }
+}
+
+/// Probes PostgreSQL and publishes SERVING / NOT_SERVING for every service.
+async fn health_loop(
+    pool: PgPool,
+    health: HealthReporter,
+    interval: Duration,
+    timeout: Duration,
+    stop: tokio_util_like::Stop,
+) {
+    let mut last: Option<bool> = None;
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(timeout, sqlx::query("select 1").execute(&pool)).await,
+            Ok(Ok(_))
+        );
+        if last != Some(ok) && !stop.is_stopped() {
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            if ok {
+                tracing::info!("postgres reachable: SERVING");
+            } else {
+                tracing::warn!("postgres unreachable: NOT_SERVING");
+            }
+            for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
+                health.set_service_status(*name, status).await;
+            }
+            last = Some(ok);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.stopped() => return,
+        }
+    }
+}
+
+/// A tiny stop flag (avoids a dependency on tokio-util for one type).
+mod tokio_util_like {
+    use std::sync::Arc;
+
+    use tokio::sync::watch;
+
+    #[derive(Clone)]
+    pub struct Stop(Arc<watch::Sender<bool>>);
+
+    impl Default for Stop {
+        fn default() -> Self {
+            Self(Arc::new(watch::channel(false).0))
+        }
+    }
+
+    impl Stop {
+        pub fn stop(&self) {
+            self.0.send_replace(true);
+        }
+        pub fn is_stopped(&self) -> bool {
+            *self.0.borrow()
+        }
+        pub async fn stopped(&self) {
+            let mut rx = self.0.subscribe();
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,512 @@
+//! The `deskd.tickets.v1.TicketsService` handlers: decode and validate,
+//! authorize, call the service once, encode. Proto messages are destructured
+//! without `..`, so a new field fails the build until it is handled here.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::{
+    model::{
+        self, Field, ListFilter, NewTicket, Priority, Status as TicketStatus, Ticket, TicketPatch,
+        parse_id, parse_optional_id, validate_description, validate_tags, validate_title,
+    },
+    service::{Ctx, TicketsService},
+};
+use crate::{
+    auth::{Permission, authorize},
+    error::{AppError, FieldViolation},
+    grpc_util::{context, from_timestamp, run, to_timestamp},
+    proto::tickets::v1::{
+        self as pb, CreateTicketRequest, CreateTicketResponse, DeleteTicketRequest,
+        DeleteTicketResponse, GetTicketRequest, GetTicketResponse, ListTicketsRequest,
+        ListTicketsResponse, UpdateTicketRequest, UpdateTicketResponse, tickets_service_server,
+    },
+};
+
+/// The gRPC face of `TicketsService`.
+#[derive(Clone)]
+pub struct TicketsGrpc {
+    svc: Arc<TicketsService>,
+}
+
+impl TicketsGrpc {
+    /// Wraps the service.
+    pub fn new(svc: TicketsService) -> Self {
+        Self { svc: Arc::new(svc) }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(
+        self,
+        max_decode: usize,
+        max_encode: usize,
+    ) -> tickets_service_server::TicketsServiceServer<Self> {
+        tickets_service_server::TicketsServiceServer::new(self)
+            .max_decoding_message_size(max_decode)
+            .max_encoding_message_size(max_encode)
+    }
+}
+
+fn status_to_proto(s: TicketStatus) -> pb::TicketStatus {
+    match s {
+        TicketStatus::Open => pb::TicketStatus::Open,
+        TicketStatus::InProgress => pb::TicketStatus::InProgress,
+        TicketStatus::Waiting => pb::TicketStatus::Waiting,
+        TicketStatus::Resolved => pb::TicketStatus::Resolved,
+        TicketStatus::Closed => pb::TicketStatus::Closed,
+    }
+}
+
+fn priority_to_proto(p: Priority) -> pb::TicketPriority {
+    match p {
+        Priority::Low => pb::TicketPriority::Low,
+        Priority::Normal => pb::TicketPriority::Normal,
+        Priority::High => pb::TicketPriority::High,
+        Priority::Urgent => pb::TicketPriority::Urgent,
+    }
+}
+
+/// A status from the wire: `Ok(None)` for UNSPECIFIED.
+fn status_from_proto(field: &str, v: i32) -> Result<Option<TicketStatus>, FieldViolation> {
+    match pb::TicketStatus::try_from(v) {
+        Ok(pb::TicketStatus::Unspecified) => Ok(None),
+        Ok(pb::TicketStatus::Open) => Ok(Some(TicketStatus::Open)),
+        Ok(pb::TicketStatus::InProgress) => Ok(Some(TicketStatus::InProgress)),
+        Ok(pb::TicketStatus::Waiting) => Ok(Some(TicketStatus::Waiting)),
+        Ok(pb::TicketStatus::Resolved) => Ok(Some(TicketStatus::Resolved)),
+        Ok(pb::TicketStatus::Closed) => Ok(Some(TicketStatus::Closed)),
+        Err(_) => Err(FieldViolation::new(
+            field,
+            "INVALID_ENUM_VALUE",
+            format!("unknown status {v}"),
+        )),
+    }
+}
+
+/// A priority from the wire: `Ok(None)` for UNSPECIFIED.
+fn priority_from_proto(field: &str, v: i32) -> Result<Option<Priority>, FieldViolation> {
+    match pb::TicketPriority::try_from(v) {
+        Ok(pb::TicketPriority::Unspecified) => Ok(None),
+        Ok(pb::TicketPriority::Low) => Ok(Some(Priority::Low)),
+        Ok(pb::TicketPriority::Normal) => Ok(Some(Priority::Normal)),
+        Ok(pb::TicketPriority::High) => Ok(Some(Priority::High)),
+        Ok(pb::TicketPriority::Urgent) => Ok(Some(Priority::Urgent)),
+        Err(_) => Err(FieldViolation::new(
+            field,
+            "INVALID_ENUM_VALUE",
+            format!("unknown priority {v}"),
+        )),
+    }
+}
+
+/// Model → wire.
+pub fn to_proto(t: Ticket) -> pb::Ticket {
+    let etag = t.etag();
+    let Ticket {
+        id,
+        title,
+        description,
+        status,
+        priority,
+        assignee_id,
+        reporter_id,
+        tags,
+        create_time,
+        update_time,
+        resolve_time,
+        version: _,
+    } = t;
+    pb::Ticket {
+        id: id.to_string(),
+        title,
+        description,
+        status: status_to_proto(status) as i32,
+        priority: priority_to_proto(priority) as i32,
+        assignee_id: assignee_id.map(|a| a.to_string()).unwrap_or_default(),
+        reporter_id: reporter_id.to_string(),
+        tags,
+        create_time: Some(to_timestamp(create_time)),
+        update_time: Some(to_timestamp(update_time)),
+        resolve_time: resolve_time.map(to_timestamp),
+        etag,
+    }
+}
+
+/// Collects violations; `finish` turns them into INVALID_ARGUMENT.
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn check<T>(&mut self, r: Result<T, FieldViolation>) -> Option<T> {
+        r.map_err(|v| self.0.push(v)).ok()
+    }
+    fn check_many<T>(&mut self, r: Result<T, Vec<FieldViolation>>) -> Option<T> {
+        r.map_err(|v| self.0.extend(v)).ok()
+    }
+    fn finish(self) -> Result<(), AppError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::InvalidArgument(self.0))
+        }
+    }
+}
+
+fn validate_create(
+    ticket: Option<pb::Ticket>,
+    request_id: &str,
+) -> Result<(NewTicket, Option<Uuid>), AppError> {
+    let Some(ticket) = ticket else {
+        return Err(AppError::invalid(
+            "ticket",
+            "REQUIRED",
+            "the ticket is required",
+        ));
+    };
+    // Output-only fields are ignored on create (AIP-133).
+    let pb::Ticket {
+        id: _,
+        title,
+        description,
+        status,
+        priority,
+        assignee_id,
+        reporter_id: _,
+        tags,
+        create_time: _,
+        update_time: _,
+        resolve_time: _,
+        etag: _,
+    } = ticket;
+    let mut v = Violations::default();
+    let title = v.check(validate_title("ticket.title", &title));
+    let description = v.check(validate_description("ticket.description", &description));
+    let status = v.check(status_from_proto("ticket.status", status));
+    let priority = v.check(priority_from_proto("ticket.priority", priority));
+    let assignee_id = v.check(parse_optional_id("ticket.assignee_id", &assignee_id));
+    let tags = v.check_many(validate_tags("ticket.tags", &tags));
+    let request_id = v.check(parse_optional_id("request_id", request_id));
+    v.finish()?;
+    match (
+        title,
+        description,
+        status,
+        priority,
+        assignee_id,
+        tags,
+        request_id,
+    ) {
+        (
+            Some(title),
+            Some(description),
+            Some(status),
+            Some(priority),
+            Some(assignee_id),
+            Some(tags),
+            Some(rid),
+        ) => Ok((
+            NewTicket {
+                title,
+                description,
+                status: status.unwrap_or(TicketStatus::Open),
+                priority: priority.unwrap_or(Priority::Normal),
+                assignee_id,
+                tags,
+            },
+            rid,
+        )),
+        _ => Err(AppError::internal(anyhow::anyhow!(
+            "validation passed without values"
+        ))),
+    }
+}
+
+fn validate_update(
+    ticket: Option<pb::Ticket>,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<(Uuid, Option<String>, TicketPatch), AppError> {
+    let Some(ticket) = ticket else {
+        return Err(AppError::invalid(
+            "ticket",
+            "REQUIRED",
+            "the ticket is required",
+        ));
+    };
+    let pb::Ticket {
+        id,
+        title,
+        description,
+        status,
+        priority,
+        assignee_id,
+        reporter_id: _,
+        tags,
+        create_time: _,
+        update_time: _,
+        resolve_time: _,
+        etag,
+    } = ticket;
+    let mut v = Violations::default();
+    let id = v.check(parse_id("ticket.id", &id));
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        v.0.push(FieldViolation::new(
+            "update_mask",
+            "REQUIRED",
+            "name the fields to change in update_mask; an update never changes every field implicitly",
+        ));
+    }
+    let mut patch = TicketPatch::default();
+    for (i, path) in paths.iter().enumerate() {
+        let field = match Field::parse(path) {
+            Some(f) => f,
+            None => {
+                let (reason, why) = match path.as_str() {
+                    "*" => (
+                        "WILDCARD_NOT_ALLOWED",
+                        "name each field; `*` is not accepted".to_string(),
+                    ),
+                    "id" | "reporter_id" | "create_time" | "update_time" | "resolve_time"
+                    | "etag" => ("FIELD_NOT_MUTABLE", format!("`{path}` is output only")),
+                    _ => ("UNKNOWN_FIELD", format!("`{path}` is not a ticket field")),
+                };
+                v.0.push(FieldViolation::new(
+                    format!("update_mask.paths[{i}]"),
+                    reason,
+                    why,
+                ));
+                continue;
+            }
+        };
+        match field {
+            Field::Title => patch.title = v.check(validate_title("ticket.title", &title)),
+            Field::Description => {
+                patch.description =
+                    v.check(validate_description("ticket.description", &description))
+            }
+            Field::Status => {
+                patch.status = match v.check(status_from_proto("ticket.status", status)) {
+                    Some(Some(s)) => Some(s),
+                    Some(None) => {
+                        v.0.push(FieldViolation::new(
+                            "ticket.status",
+                            "REQUIRED",
+                            "a status must be given when masked",
+                        ));
+                        None
+                    }
+                    None => None,
+                }
+            }
+            Field::Priority => {
+                patch.priority = match v.check(priority_from_proto("ticket.priority", priority)) {
+                    Some(Some(p)) => Some(p),
+                    Some(None) => {
+                        v.0.push(FieldViolation::new(
+                            "ticket.priority",
+                            "REQUIRED",
+                            "a priority must be given when masked",
+                        ));
+                        None
+                    }
+                    None => None,
+                }
+            }
+            Field::AssigneeId => {
+                patch.assignee_id = v.check(parse_optional_id("ticket.assignee_id", &assignee_id))
+            }
+            Field::Tags => patch.tags = v.check_many(validate_tags("ticket.tags", &tags)),
+        }
+    }
+    v.finish()?;
+    let id =
+        id.ok_or_else(|| AppError::internal(anyhow::anyhow!("validation passed without an id")))?;
+    Ok((id, (!etag.is_empty()).then_some(etag), patch))
+}
+
+fn validate_list(r: ListTicketsRequest) -> Result<(ListFilter, u32, String), AppError> {
+    let ListTicketsRequest {
+        page_size,
+        page_token,
+        assignee_id,
+        statuses,
+        priority,
+        tag,
+        create_time_start,
+        create_time_end,
+        order_by,
+    } = r;
+    let mut v = Violations::default();
+    let size = v.check(model::page_size(page_size));
+    let assignee_id = v
+        .check(parse_optional_id("assignee_id", &assignee_id))
+        .flatten();
+    let mut parsed_statuses = Vec::new();
+    for (i, s) in statuses.iter().enumerate() {
+        match v.check(status_from_proto(&format!("statuses[{i}]"), *s)) {
+            Some(Some(s)) => parsed_statuses.push(s),
+            Some(None) => v.0.push(FieldViolation::new(
+                format!("statuses[{i}]"),
+                "INVALID_ENUM_VALUE",
+                "TICKET_STATUS_UNSPECIFIED is not a filter value",
+            )),
+            None => {}
+        }
+    }
+    let priority = v.check(priority_from_proto("priority", priority)).flatten();
+    let tag = tag.trim().to_string();
+    if tag.chars().count() > model::TAG_MAX_CHARS {
+        v.0.push(FieldViolation::new(
+            "tag",
+            "INVALID_TAG",
+            "tags are at most 50 characters",
+        ));
+    }
+    let start = v.check(
+        create_time_start
+            .map(|t| from_timestamp("create_time_start", t))
+            .transpose(),
+    );
+    let end = v.check(
+        create_time_end
+            .map(|t| from_timestamp("create_time_end", t))
+            .transpose(),
+    );
+    if let (Some(Some(s)), Some(Some(e))) = (start, end) {
+        if s >= e {
+            v.0.push(FieldViolation::new(
+                "create_time_end",
+                "INVALID_RANGE",
+                "create_time_end must be after create_time_start",
+            ));
+        }
+    }
+    let order = v.check(model::parse_order_by(&order_by));
+    v.finish()?;
+    parsed_statuses.sort_unstable();
+    parsed_statuses.dedup();
+    Ok((
+        ListFilter {
+            assignee_id,
+            statuses: parsed_statuses,
+            priority,
+            tag: (!tag.is_empty()).then_some(tag),
+            create_time_start: start.flatten(),
+            create_time_end: end.flatten(),
+            order: order.unwrap_or_default(),
+        },
+        size.unwrap_or(model::PAGE_SIZE_DEFAULT),
+        page_token,
+    ))
+}
+
+fn ctx_of(principal: crate::tenancy::Principal, deadline: Option<std::time::Instant>) -> Ctx {
+    Ctx {
+        principal,
+        deadline,
+    }
+}
+
+#[tonic::async_trait]
+impl tickets_service_server::TicketsService for TicketsGrpc {
+    async fn get_ticket(
+        &self,
+        req: Request<GetTicketRequest>,
+    ) -> Result<Response<GetTicketResponse>, Status> {
+        let (principal, deadline, rid) = context(&req)?;
+        let GetTicketRequest { id } = req.into_inner();
+        run(&rid, async {
+            let id = parse_id("id", &id).map_err(|v| AppError::InvalidArgument(vec![v]))?;
+            authorize(&principal, Permission::TicketsRead)?;
+            let t = self.svc.get(&ctx_of(principal, deadline), id).await?;
+            Ok(GetTicketResponse {
+                ticket: Some(to_proto(t)),
+            })
+        })
+        .await
+    }
+
+    async fn list_tickets(
+        &self,
+        req: Request<ListTicketsRequest>,
+    ) -> Result<Response<ListTicketsResponse>, Status> {
+        let (principal, deadline, rid) = context(&req)?;
+        let r = req.into_inner();
+        run(&rid, async {
+            let (filter, size, token) = validate_list(r)?;
+            authorize(&principal, Permission::TicketsRead)?;
+            let page = self
+                .svc
+                .list(&ctx_of(principal, deadline), &filter, size, &token)
+                .await?;
+            Ok(ListTicketsResponse {
+                tickets: page.tickets.into_iter().map(to_proto).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn create_ticket(
+        &self,
+        req: Request<CreateTicketRequest>,
+    ) -> Result<Response<CreateTicketResponse>, Status> {
+        let (principal, deadline, rid) = context(&req)?;
+        let CreateTicketRequest { ticket, request_id } = req.into_inner();
+        run(&rid, async {
+            let (new, request_id) = validate_create(ticket, &request_id)?;
+            authorize(&principal, Permission::TicketsWrite)?;
+            let t = self
+                .svc
+                .create(&ctx_of(principal, deadline), new, request_id)
+                .await?;
+            Ok(CreateTicketResponse {
+                ticket: Some(to_proto(t)),
+            })
+        })
+        .await
+    }
+
+    async fn update_ticket(
+        &self,
+        req: Request<UpdateTicketRequest>,
+    ) -> Result<Response<UpdateTicketResponse>, Status> {
+        let (principal, deadline, rid) = context(&req)?;
+        let UpdateTicketRequest {
+            ticket,
+            update_mask,
+        } = req.into_inner();
+        run(&rid, async {
+            let (id, etag, patch) = validate_update(ticket, update_mask)?;
+            authorize(&principal, Permission::TicketsWrite)?;
+            let t = self
+                .svc
+                .update(&ctx_of(principal, deadline), id, etag.as_deref(), &patch)
+                .await?;
+            Ok(UpdateTicketResponse {
+                ticket: Some(to_proto(t)),
+            })
+        })
+        .await
+    }
+
+    async fn delete_ticket(
+        &self,
+        req: Request<DeleteTicketRequest>,
+    ) -> Result<Response<DeleteTicketResponse>, Status> {
+        let (principal, deadline, rid) = context(&req)?;
+        let DeleteTicketRequest { id, etag } = req.into_inner();
+        run(&rid, async {
+            let id = parse_id("id", &id).map_err(|v| AppError::InvalidArgument(vec![v]))?;
+            authorize(&principal, Permission::TicketsWrite)?;
+            let etag = (!etag.is_empty()).then_some(etag);
+            self.svc
+                .delete(&ctx_of(principal, deadline), id, etag.as_deref())
+                .await?;
+            Ok(DeleteTicketResponse {})
+        })
+        .await
+    }
+}

@@ -1,0 +1,263 @@
+//! SQL for tickets and their idempotency keys. Every function runs inside a
+//! tenant transaction and also filters by `tenant_id` explicitly: RLS is the
+//! second line of defence, not the only one.
+
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::model::{ListFilter, OrderField, Priority, Status, Ticket};
+use crate::{pagination::Cursor, tenancy::TenantId};
+
+const COLUMNS: &str = "id, title, description, status, priority, assignee_id, reporter_id, tags, \
+                       create_time, update_time, resolve_time, version";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    title: String,
+    description: String,
+    status: String,
+    priority: String,
+    assignee_id: Option<Uuid>,
+    reporter_id: Uuid,
+    tags: Vec<String>,
+    create_time: OffsetDateTime,
+    update_time: OffsetDateTime,
+    resolve_time: Option<OffsetDateTime>,
+    version: i64,
+}
+
+impl TryFrom<Row> for Ticket {
+    type Error = sqlx::Error;
+    fn try_from(r: Row) -> Result<Self, Self::Error> {
+        let decode = |what: &str, v: &str| {
+            sqlx::Error::Decode(format!("unknown ticket {what} `{v}`").into())
+        };
+        Ok(Ticket {
+            id: r.id,
+            title: r.title,
+            description: r.description,
+            status: Status::parse(&r.status).ok_or_else(|| decode("status", &r.status))?,
+            priority: Priority::parse(&r.priority)
+                .ok_or_else(|| decode("priority", &r.priority))?,
+            assignee_id: r.assignee_id,
+            reporter_id: r.reporter_id,
+            tags: r.tags,
+            create_time: r.create_time,
+            update_time: r.update_time,
+            resolve_time: r.resolve_time,
+            version: r.version,
+        })
+    }
+}
+
+/// Inserts a new ticket.
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    t: &Ticket,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into tickets (tenant_id, id, title, description, status, priority, assignee_id, reporter_id, \
+                              tags, create_time, update_time, resolve_time, version) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(tenant.0)
+    .bind(t.id)
+    .bind(&t.title)
+    .bind(&t.description)
+    .bind(t.status.as_str())
+    .bind(t.priority.as_str())
+    .bind(t.assignee_id)
+    .bind(t.reporter_id)
+    .bind(&t.tags)
+    .bind(t.create_time)
+    .bind(t.update_time)
+    .bind(t.resolve_time)
+    .bind(t.version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One ticket, optionally locked for an update in this transaction.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<Ticket>, sqlx::Error> {
+    let sql = if lock {
+        "select id, title, description, status, priority, assignee_id, reporter_id, tags, \
+                create_time, update_time, resolve_time, version \
+         from tickets where tenant_id = $1 and id = $2 for update"
+    } else {
+        "select id, title, description, status, priority, assignee_id, reporter_id, tags, \
+                create_time, update_time, resolve_time, version \
+         from tickets where tenant_id = $1 and id = $2"
+    };
+    let row: Option<Row> = sqlx::query_as(sql)
+        .bind(tenant.0)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(Ticket::try_from).transpose()
+}
+
+/// Writes every mutable field of `t`.
+pub async fn update(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    t: &Ticket,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update tickets set title = $3, description = $4, status = $5, priority = $6, assignee_id = $7, \
+                tags = $8, update_time = $9, resolve_time = $10, version = $11 \
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tenant.0)
+    .bind(t.id)
+    .bind(&t.title)
+    .bind(&t.description)
+    .bind(t.status.as_str())
+    .bind(t.priority.as_str())
+    .bind(t.assignee_id)
+    .bind(&t.tags)
+    .bind(t.update_time)
+    .bind(t.resolve_time)
+    .bind(t.version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a ticket; whether it existed.
+pub async fn delete(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query("delete from tickets where tenant_id = $1 and id = $2")
+        .bind(tenant.0)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Up to `limit` tickets after `after`, in the filter's order.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    filter: &ListFilter,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<Ticket>, sqlx::Error> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new("select ");
+    q.push(COLUMNS)
+        .push(" from tickets where tenant_id = ")
+        .push_bind(tenant.0);
+    if let Some(a) = filter.assignee_id {
+        q.push(" and assignee_id = ").push_bind(a);
+    }
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<&'static str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        q.push(" and status = any(").push_bind(statuses).push(")");
+    }
+    if let Some(p) = filter.priority {
+        q.push(" and priority = ").push_bind(p.as_str());
+    }
+    if let Some(tag) = &filter.tag {
+        q.push(" and tags @> array[")
+            .push_bind(tag.clone())
+            .push("]::text[]");
+    }
+    if let Some(t) = filter.create_time_start {
+        q.push(" and create_time >= ").push_bind(t);
+    }
+    if let Some(t) = filter.create_time_end {
+        q.push(" and create_time < ").push_bind(t);
+    }
+    // Column and direction come from closed enums, never from input text.
+    let column = match filter.order.field {
+        OrderField::CreateTime => "create_time",
+        OrderField::UpdateTime => "update_time",
+    };
+    let (cmp, dir) = if filter.order.desc {
+        ("<", "desc")
+    } else {
+        (">", "asc")
+    };
+    if let Some(c) = after {
+        let ts = OffsetDateTime::from_unix_timestamp_nanos(i128::from(c.micros) * 1000)
+            .map_err(|e| sqlx::Error::Encode(e.into()))?;
+        q.push(format_args!(" and ({column}, id) {cmp} ("))
+            .push_bind(ts)
+            .push(", ")
+            .push_bind(c.id)
+            .push(")");
+    }
+    q.push(format_args!(" order by {column} {dir}, id {dir} limit "))
+        .push_bind(limit);
+    let rows: Vec<Row> = q.build_query_as().fetch_all(conn).await?;
+    rows.into_iter().map(Ticket::try_from).collect()
+}
+
+/// The outcome of claiming an idempotency key.
+#[derive(Debug)]
+pub enum Claim {
+    /// This request is the first (or the previous one expired): go ahead.
+    Claimed,
+    /// A request with this id completed within 24 h: its hash and response.
+    Existing {
+        /// Digest of the first request.
+        request_hash: Vec<u8>,
+        /// The first response.
+        response: serde_json::Value,
+    },
+}
+
+/// Claims `(operation, request_id)` for this transaction, storing the
+/// response it will return. A concurrent claimant of the same key waits on
+/// the unique index until this transaction ends, then sees `Existing`.
+pub async fn claim_idempotency_key(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    operation: &str,
+    request_id: Uuid,
+    request_hash: &[u8],
+    response: &serde_json::Value,
+) -> Result<Claim, sqlx::Error> {
+    let claimed: Option<bool> = sqlx::query_scalar(
+        "insert into idempotency_keys (tenant_id, operation, request_id, request_hash, response) \
+         values ($1, $2, $3, $4, $5) \
+         on conflict (tenant_id, operation, request_id) do update \
+            set request_hash = excluded.request_hash, response = excluded.response, create_time = now() \
+            where idempotency_keys.create_time < now() - interval '24 hours' \
+         returning true",
+    )
+    .bind(tenant.0)
+    .bind(operation)
+    .bind(request_id)
+    .bind(request_hash)
+    .bind(response)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if claimed.is_some() {
+        return Ok(Claim::Claimed);
+    }
+    let (request_hash, response): (Vec<u8>, serde_json::Value) = sqlx::query_as(
+        "select request_hash, response from idempotency_keys \
+         where tenant_id = $1 and operation = $2 and request_id = $3",
+    )
+    .bind(tenant.0)
+    .bind(operation)
+    .bind(request_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Claim::Existing {
+        request_hash,
+        response,
+    })
+}
