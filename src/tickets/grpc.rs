@@ -44,6 +44,8 @@ impl TicketsGrpc {
         max_encode: usize,
     ) -> tickets_service_server::TicketsServiceServer<Self> {
         tickets_service_server::TicketsServiceServer::new(self)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(max_decode)
             .max_encoding_message_size(max_encode)
     }

@@ -1,1 +1,14 @@
+//! deskd's integration tests: one binary, one module per area. Every test
+//! starts the real server on port 0 against its own PostgreSQL database and
+//! talks to it with the generated client.
 
+mod helpers;
+
+mod auth;
+mod health;
+mod lifecycle;
+mod rate_limit;
+mod rls;
+mod tenancy;
+mod tickets;
+mod tickets_list;
