@@ -3,10 +3,12 @@
 //! talks to it with the generated client.
 
 mod helpers;
+mod proxy;
 
 mod auth;
 mod health;
 mod lifecycle;
+mod protocol;
 mod rate_limit;
 mod rls;
 mod tenancy;
