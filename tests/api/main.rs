@@ -6,6 +6,7 @@ mod helpers;
 mod proxy;
 
 mod auth;
+mod cli;
 mod health;
 mod lifecycle;
 mod protocol;

@@ -1,0 +1,227 @@
+//! The operator commands, run as the real binary: stdout carries only the
+//! id or token, and what they create works against the server.
+
+use std::process::Command;
+
+use deskd::proto::tickets::v1 as pb;
+use sqlx::Connection as _;
+
+use crate::helpers::*;
+
+fn deskd(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Command::new(env!("CARGO_BIN_EXE_deskd"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DESKD_DATABASE_URL", app.db.app_url())
+        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
+        .env("DESKD_JWT_SECRET", JWT_SECRET)
+        .output()
+        .expect("run deskd")
+}
+
+fn stdout_line(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8(out.stdout.clone()).expect("utf-8");
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout is exactly one line: {s:?}");
+    lines[0].to_string()
+}
+
+#[tokio::test]
+async fn bootstrap_commands_create_a_working_caller() {
+    let app = spawn_app().await;
+    let tenant = stdout_line(&deskd(&app, &["tenant", "create", "Acme Corp"]));
+    uuid::Uuid::parse_str(&tenant).expect("tenant id is a UUID");
+    let user = stdout_line(&deskd(
+        &app,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            &tenant,
+            "--email",
+            "Ops@Acme.io",
+            "--role",
+            "agent",
+        ],
+    ));
+    uuid::Uuid::parse_str(&user).expect("user id is a UUID");
+    let token = stdout_line(&deskd(
+        &app,
+        &[
+            "token", "mint", "--tenant", &tenant, "--user", &user, "--ttl", "10m",
+        ],
+    ));
+    assert_eq!(token.split('.').count(), 3, "a compact JWT");
+
+    let created = app
+        .tickets()
+        .create_ticket(authed(
+            &token,
+            pb::CreateTicketRequest {
+                ticket: Some(new_ticket("from the CLI")),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("the minted token works")
+        .into_inner()
+        .ticket
+        .expect("ticket");
+    assert_eq!(created.reporter_id, user);
+
+    // The same e-mail (normalised) cannot be created twice in a tenant.
+    let dup = deskd(
+        &app,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            &tenant,
+            "--email",
+            "ops@acme.io",
+            "--role",
+            "viewer",
+        ],
+    );
+    assert!(!dup.status.success());
+    assert!(dup.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    // Suspend and reactivate change the stored status the tenant layer reads.
+    let status = |app: &TestApp| {
+        let tenant = tenant.clone();
+        let db = app.db.owner_url();
+        async move {
+            let mut conn = sqlx::postgres::PgConnection::connect(&db)
+                .await
+                .expect("connect");
+            let s: String = sqlx::query_scalar("select status from tenants where id = $1::uuid")
+                .bind(&tenant)
+                .fetch_one(&mut conn)
+                .await
+                .expect("status");
+            s
+        }
+    };
+    stdout_line_empty(&deskd(&app, &["tenant", "suspend", &tenant]));
+    assert_eq!(status(&app).await, "suspended");
+    stdout_line_empty(&deskd(&app, &["tenant", "activate", &tenant]));
+    assert_eq!(status(&app).await, "active");
+    let missing = deskd(
+        &app,
+        &["tenant", "suspend", &uuid::Uuid::now_v7().to_string()],
+    );
+    assert!(!missing.status.success());
+}
+
+fn stdout_line_empty(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn bad_input_fails_with_a_message_and_no_stdout() {
+    let app = spawn_app().await;
+    let out = deskd(
+        &app,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "not-a-uuid",
+            "--email",
+            "a@b.io",
+            "--role",
+            "agent",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+
+    let out = deskd(
+        &app,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            &uuid::Uuid::now_v7().to_string(),
+            "--email",
+            "a@b.io",
+            "--role",
+            "agent",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant"));
+
+    let out = deskd(
+        &app,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            &uuid::Uuid::now_v7().to_string(),
+            "--email",
+            "a@b.io",
+            "--role",
+            "root",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+}
+
+#[test]
+fn invalid_configuration_names_the_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_deskd"))
+        .args([
+            "token",
+            "mint",
+            "--tenant",
+            "00000000-0000-0000-0000-000000000000",
+            "--user",
+            "00000000-0000-0000-0000-000000000000",
+        ])
+        .env("DESKD_DATABASE_MAX_CONNECTIONS", "lots")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database.max_connections") && err.contains("DESKD_DATABASE_MAX_CONNECTIONS"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_command_explains_itself() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["tenant", "create", "--help"],
+        vec!["user", "create", "--help"],
+        vec!["token", "mint", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_deskd"))
+            .args(&args)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+}
