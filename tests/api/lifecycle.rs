@@ -323,3 +323,35 @@ async fn load_shed_answers_resource_exhausted_at_once() {
         .await
         .expect("served again");
 }
+
+#[tokio::test]
+async fn pool_exhaustion_answers_unavailable_quickly() {
+    let app = spawn_app_with(|c| {
+        c.database.max_connections = 1;
+        c.database.acquire_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let caller = app.caller(Role::Agent).await;
+    let t = create_ticket(&app, &caller, new_ticket("original")).await;
+    let lock = lock_ticket(&app, &t.id).await;
+    // This RPC holds the only pooled connection while it waits on the lock.
+    let mut client = app.tickets();
+    let token = caller.token.clone();
+    let id = t.id.clone();
+    let holder = tokio::spawn(async move { client.update_ticket(authed(&token, retitle(&id, "held"))).await });
+    wait_for_lock_waiter(&app).await;
+
+    let started = std::time::Instant::now();
+    let err = app
+        .tickets()
+        .get_ticket(authed(&caller.token, pb::GetTicketRequest { id: t.id.clone() }))
+        .await
+        .expect_err("no connection free");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(reason(&err), "DEPENDENCY_UNAVAILABLE");
+    // Bounded by the acquire timeout, not by the 30 s request maximum.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+
+    lock.commit().await.expect("release");
+    holder.await.expect("join").expect("the holder completes");
+}
