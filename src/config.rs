@@ -337,10 +337,9 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        let mut env_toml = toml_table_from_env(env)?;
+        let env_toml = toml_table_from_env(env);
         if !env_toml.is_empty() {
-            let text = std::mem::take(&mut env_toml);
-            fig = fig.merge(Toml::string(&text));
+            fig = fig.merge(Toml::string(&env_toml));
         }
         let cfg: Config = fig.extract().map_err(|e| {
             let key = e.path.join(".");
@@ -446,9 +445,7 @@ fn env_name(key: &str) -> String {
 /// Builds a TOML document from `DESKD_*` variables. Values are kept as
 /// strings unless they parse as TOML scalars, so `DESKD_SERVER_MAX_IN_FLIGHT=8`
 /// is a number and `DESKD_JWT_SECRET=...` stays a string.
-fn toml_table_from_env(
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<String, ConfigError> {
+fn toml_table_from_env(env: impl IntoIterator<Item = (String, String)>) -> String {
     let mut out = String::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
@@ -464,9 +461,7 @@ fn toml_table_from_env(
         let literal = toml_literal(&value);
         out.push_str(&format!("{} = {}\n", dotted(&path), literal));
     }
-    // Validate the generated document up front so a malformed value names its variable.
-    Toml::string(&out);
-    Ok(out)
+    out
 }
 
 fn env_key_path(key: &str) -> Vec<String> {
@@ -474,10 +469,10 @@ fn env_key_path(key: &str) -> Vec<String> {
         return key.split("__").map(str::to_string).collect();
     }
     for section in SECTIONS {
-        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
-            if !rest.is_empty() {
-                return vec![(*section).to_string(), rest.to_string()];
-            }
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_'))
+            && !rest.is_empty()
+        {
+            return vec![(*section).to_string(), rest.to_string()];
         }
     }
     vec![key.to_string()]

@@ -28,10 +28,9 @@ async fn owner_conn(cfg: &Config) -> anyhow::Result<PgConnection> {
         .await
         .context("migrating the database")?;
     let opts = db::connect_options("database.owner_url", &cfg.database.owner_url)?;
-    Ok(opts
-        .connect()
+    opts.connect()
         .await
-        .context("connecting with DESKD_DATABASE_OWNER_URL")?)
+        .context("connecting with DESKD_DATABASE_OWNER_URL")
 }
 
 /// Creates a tenant; returns its id.

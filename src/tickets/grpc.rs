@@ -376,14 +376,14 @@ fn validate_list(r: ListTicketsRequest) -> Result<(ListFilter, u32, String), App
             .map(|t| from_timestamp("create_time_end", t))
             .transpose(),
     );
-    if let (Some(Some(s)), Some(Some(e))) = (start, end) {
-        if s >= e {
-            v.0.push(FieldViolation::new(
-                "create_time_end",
-                "INVALID_RANGE",
-                "create_time_end must be after create_time_start",
-            ));
-        }
+    if let (Some(Some(s)), Some(Some(e))) = (start, end)
+        && s >= e
+    {
+        v.0.push(FieldViolation::new(
+            "create_time_end",
+            "INVALID_RANGE",
+            "create_time_end must be after create_time_start",
+        ));
     }
     let order = v.check(model::parse_order_by(&order_by));
     v.finish()?;

@@ -375,17 +375,17 @@ impl TicketPatch {
         if let Some(v) = &self.tags {
             t.tags.clone_from(v);
         }
-        if let Some(v) = self.status {
-            if v != t.status {
-                // resolve_time: set on entering RESOLVED/CLOSED from an open
-                // state, kept between them, cleared on reopening.
-                t.resolve_time = match (t.status.is_resolved(), v.is_resolved()) {
-                    (false, true) => Some(now),
-                    (true, true) => t.resolve_time,
-                    (_, false) => None,
-                };
-                t.status = v;
-            }
+        if let Some(v) = self.status
+            && v != t.status
+        {
+            // resolve_time: set on entering RESOLVED/CLOSED from an open
+            // state, kept between them, cleared on reopening.
+            t.resolve_time = match (t.status.is_resolved(), v.is_resolved()) {
+                (false, true) => Some(now),
+                (true, true) => t.resolve_time,
+                (_, false) => None,
+            };
+            t.status = v;
         }
         let changed = *t != before;
         if changed {
