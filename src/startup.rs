@@ -104,8 +104,20 @@ impl Application {
         let s = &cfg.server;
 
         let (health, health_service) = tonic_health::server::health_reporter();
+        // Register every service's status before the first RPC can arrive,
+        // so a probe never sees NOT_FOUND for a service deskd serves.
+        let initially_ok = probe(&pool, cfg.health.check_timeout).await;
+        let initial = if initially_ok {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
+            health.set_service_status(*name, initial).await;
+        }
         let stop_health = tokio_util_like::Stop::default();
         let health_task = tokio::spawn(health_loop(
+            initially_ok,
             pool.clone(),
             health.clone(),
             cfg.health.check_interval,
@@ -216,21 +228,27 @@ fn page_token_secret(cfg: &Config) -> String {
     }
 }
 
+/// One health probe: a trivial query through the serving pool.
+async fn probe(pool: &PgPool, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, sqlx::query("select 1").execute(pool)).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Probes PostgreSQL and publishes SERVING / NOT_SERVING for every service.
 async fn health_loop(
+    initially_ok: bool,
     pool: PgPool,
     health: HealthReporter,
     interval: Duration,
     timeout: Duration,
     stop: tokio_util_like::Stop,
 ) {
-    let mut last: Option<bool> = None;
+    let mut last = initially_ok;
     loop {
-        let ok = matches!(
-            tokio::time::timeout(timeout, sqlx::query("select 1").execute(&pool)).await,
-            Ok(Ok(_))
-        );
-        if last != Some(ok) && !stop.is_stopped() {
+        let ok = probe(&pool, timeout).await;
+        if last != ok && !stop.is_stopped() {
             let status = if ok {
                 ServingStatus::Serving
             } else {
@@ -244,7 +262,7 @@ async fn health_loop(
             for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
                 health.set_service_status(*name, status).await;
             }
-            last = Some(ok);
+            last = ok;
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -29,7 +29,9 @@ pub struct Claims {
     pub iss: String,
     /// Audience; must equal the configured audience.
     pub aud: String,
-    /// Expiry (seconds since the epoch).
+    /// Expiry (seconds since the epoch). Defaulted only so that a missing
+    /// `exp` is reported by the required-claims check, never accepted.
+    #[serde(default)]
     pub exp: u64,
     /// Not before (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +112,17 @@ fn write_dev_secret(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The `alg` of a compact JWS header, read without the JWT library.
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let first = token.split('.').next()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    v.get("alg")?.as_str().map(str::to_string)
+}
+
 fn unauthenticated(reason: &'static str, description: &'static str) -> AppError {
     AppError::Unauthenticated {
         reason,
@@ -145,10 +158,19 @@ impl JwtKeys {
         // Pin the algorithm before anything else: `none`, RS*/ES* or a
         // malformed header never reaches signature verification.
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
-            unauthenticated(
-                "TOKEN_MALFORMED",
-                "the bearer token is not a well-formed JWT",
-            )
+            // The library has no `none` (or unknown) algorithm: read the
+            // header's `alg` ourselves to name the refusal precisely.
+            if header_alg(token).is_some_and(|alg| alg != "HS256") {
+                unauthenticated(
+                    "TOKEN_ALGORITHM_REJECTED",
+                    "the token's algorithm is not accepted",
+                )
+            } else {
+                unauthenticated(
+                    "TOKEN_MALFORMED",
+                    "the bearer token is not a well-formed JWT",
+                )
+            }
         })?;
         if header.alg != Algorithm::HS256 {
             return Err(unauthenticated(
@@ -179,12 +201,12 @@ impl JwtKeys {
                     "TOKEN_ALGORITHM_REJECTED",
                     "the token's algorithm is not accepted",
                 ),
-                ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
-                    unauthenticated(
-                        "TOKEN_CLAIMS_INVALID",
-                        "the token lacks a required claim or has a malformed one",
-                    )
-                }
+                ErrorKind::MissingRequiredClaim(_)
+                | ErrorKind::InvalidClaimFormat(_)
+                | ErrorKind::Json(_) => unauthenticated(
+                    "TOKEN_CLAIMS_INVALID",
+                    "the token lacks a required claim or has a malformed one",
+                ),
                 _ => unauthenticated(
                     "TOKEN_MALFORMED",
                     "the bearer token is not a well-formed JWT",

@@ -165,8 +165,10 @@ impl Drop for TestDb {
 
 /// A configuration for a test server on port 0 against `db`.
 pub fn test_config(db: &TestDb) -> Config {
-    let mut cfg = Config::default();
-    cfg.listen_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut cfg = Config {
+        listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        ..Config::default()
+    };
     cfg.database.url = SecretString::from(db.app_url());
     cfg.database.owner_url = SecretString::from(db.owner_url());
     cfg.jwt.secret = SecretString::from(JWT_SECRET);

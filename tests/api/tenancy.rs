@@ -27,7 +27,10 @@ fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
 
 async fn get(app: &TestApp, caller: &Caller, id: &str) -> Result<pb::Ticket, Status> {
     app.tickets()
-        .get_ticket(authed(&caller.token, pb::GetTicketRequest { id: id.into() }))
+        .get_ticket(authed(
+            &caller.token,
+            pb::GetTicketRequest { id: id.into() },
+        ))
         .await
         .map(|r| r.into_inner().ticket.expect("ticket in response"))
 }
@@ -197,7 +200,9 @@ async fn cross_tenant_get_answers_like_a_missing_id() {
     for t in &a_tickets {
         let missing_id = Uuid::now_v7().to_string();
         let foreign = get(&app, &b, &t.id).await.expect_err("A's ticket for B");
-        let missing = get(&app, &b, &missing_id).await.expect_err("no such ticket");
+        let missing = get(&app, &b, &missing_id)
+            .await
+            .expect_err("no such ticket");
         assert_same_not_found(&foreign, &t.id, &missing, &missing_id);
     }
     assert_a_untouched(&app, &a, &a_tickets).await;
@@ -331,13 +336,15 @@ async fn assigning_another_tenants_user_is_assignee_not_found() {
     let create = |assignee: String, request_id: String| {
         let mut t = new_ticket("assign across tenants");
         t.assignee_id = assignee;
-        app.tickets().create_ticket(authed(
+        let mut client = app.tickets();
+        let req = authed(
             &b.token,
             pb::CreateTicketRequest {
                 ticket: Some(t),
                 request_id,
             },
-        ))
+        );
+        async move { client.create_ticket(req).await }
     };
     let foreign = create(a.user.to_string(), request_id.clone())
         .await
@@ -356,17 +363,19 @@ async fn assigning_another_tenants_user_is_assignee_not_found() {
     // Nothing stored: no ticket, and the request_id was not claimed.
     assert_eq!(ids(&list_all(&app, &b, 50).await), ids(&b_tickets));
     let mut owner = app.db.owner_conn().await;
-    let pointing_at_a: i64 = sqlx::query_scalar("select count(*) from tickets where assignee_id = $1")
-        .bind(a.user.0)
-        .fetch_one(&mut owner)
-        .await
-        .expect("count");
+    let pointing_at_a: i64 =
+        sqlx::query_scalar("select count(*) from tickets where assignee_id = $1")
+            .bind(a.user.0)
+            .fetch_one(&mut owner)
+            .await
+            .expect("count");
     assert_eq!(pointing_at_a, 3, "only A's own tickets point at A's user");
-    let keys: i64 = sqlx::query_scalar("select count(*) from idempotency_keys where tenant_id = $1")
-        .bind(b.tenant.0)
-        .fetch_one(&mut owner)
-        .await
-        .expect("count");
+    let keys: i64 =
+        sqlx::query_scalar("select count(*) from idempotency_keys where tenant_id = $1")
+            .bind(b.tenant.0)
+            .fetch_one(&mut owner)
+            .await
+            .expect("count");
     assert_eq!(keys, 0, "a refused create must not claim its request_id");
     // So the same request_id with a legitimate assignee goes through.
     let ok = create(b_colleague.user.to_string(), request_id)
@@ -397,11 +406,12 @@ async fn assigning_another_tenants_user_is_assignee_not_found() {
     assert_field_violation(&status, "ticket.assignee_id", "ASSIGNEE_NOT_FOUND");
     let after = get(&app, &b, &original.id).await.expect("B's ticket");
     assert_eq!(&after, original, "a refused update changed the ticket");
-    let pointing_at_a: i64 = sqlx::query_scalar("select count(*) from tickets where assignee_id = $1")
-        .bind(a.user.0)
-        .fetch_one(&mut owner)
-        .await
-        .expect("count");
+    let pointing_at_a: i64 =
+        sqlx::query_scalar("select count(*) from tickets where assignee_id = $1")
+            .bind(a.user.0)
+            .fetch_one(&mut owner)
+            .await
+            .expect("count");
     assert_eq!(pointing_at_a, 3);
 }
 
@@ -414,7 +424,10 @@ async fn list_with_tenant_header(
     let mut req = authed(&caller.token, pb::ListTicketsRequest::default());
     req.metadata_mut()
         .insert("x-tenant-id", value.parse().expect("metadata value"));
-    app.tickets().list_tickets(req).await.map(|r| r.into_inner())
+    app.tickets()
+        .list_tickets(req)
+        .await
+        .map(|r| r.into_inner())
 }
 
 #[track_caller]
@@ -608,7 +621,9 @@ async fn cross_tenant_requests_leave_a_working_tenant_working() {
     let (a, a_tickets, b, _) = two_tenants(&app).await;
     for t in &a_tickets {
         let _ = get(&app, &b, &t.id).await.expect_err("B get");
-        let _ = update_title(&app, &b, &t.id, "").await.expect_err("B update");
+        let _ = update_title(&app, &b, &t.id, "")
+            .await
+            .expect_err("B update");
         let _ = delete(&app, &b, &t.id, "").await.expect_err("B delete");
     }
     let t = &a_tickets[0];
