@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
@@ -197,7 +196,13 @@ impl Application {
             let _ = stopping_tx.send(true);
         };
         tracing::info!(%addr, "deskd serving gRPC");
-        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // The builder's tcp_nodelay/keepalive do not apply to a caller-supplied
+        // listener: set them on the incoming stream, or Nagle delays every
+        // response larger than a segment by the peer's delayed ACK (~40 ms).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(s.keepalive_interval));
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let grace = s.shutdown_grace;
         let mut stopping = stopping_rx;
         let deadline = async move {

@@ -338,19 +338,30 @@ async fn pool_exhaustion_answers_unavailable_quickly() {
     let mut client = app.tickets();
     let token = caller.token.clone();
     let id = t.id.clone();
-    let holder = tokio::spawn(async move { client.update_ticket(authed(&token, retitle(&id, "held"))).await });
+    let holder = tokio::spawn(async move {
+        client
+            .update_ticket(authed(&token, retitle(&id, "held")))
+            .await
+    });
     wait_for_lock_waiter(&app).await;
 
     let started = std::time::Instant::now();
     let err = app
         .tickets()
-        .get_ticket(authed(&caller.token, pb::GetTicketRequest { id: t.id.clone() }))
+        .get_ticket(authed(
+            &caller.token,
+            pb::GetTicketRequest { id: t.id.clone() },
+        ))
         .await
         .expect_err("no connection free");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert_eq!(reason(&err), "DEPENDENCY_UNAVAILABLE");
     // Bounded by the acquire timeout, not by the 30 s request maximum.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 
     lock.commit().await.expect("release");
     holder.await.expect("join").expect("the holder completes");

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use deskd::{
     proto::tickets::v1::{
-        self as pb, CreateTicketRequest, DeleteTicketRequest, GetTicketRequest,
-        ListTicketsRequest, TicketPriority, TicketStatus, UpdateTicketRequest,
+        self as pb, CreateTicketRequest, DeleteTicketRequest, GetTicketRequest, ListTicketsRequest,
+        TicketPriority, TicketStatus, UpdateTicketRequest,
     },
     tenancy::TenantId,
     users::model::Role,
@@ -427,7 +427,10 @@ async fn create_description_limit_is_65536_bytes() {
     )
     .await;
     assert_eq!(ok.description.len(), 65_536);
-    assert_eq!(get(&app, &alice, &ok.id).await.description, "d".repeat(65_536));
+    assert_eq!(
+        get(&app, &alice, &ok.id).await.description,
+        "d".repeat(65_536)
+    );
 }
 
 #[tokio::test]
@@ -1026,7 +1029,7 @@ async fn update_status_sets_keeps_and_clears_resolve_time() {
 async fn update_sets_and_clears_assignee() {
     let app = spawn_app().await;
     let alice = app.caller(Role::Agent).await;
-    let bob = app.colleague(&alice, Role::Viewer).await;
+    let bob = app.colleague(&alice, Role::Agent).await;
     let stranger = app.caller(Role::Agent).await;
     let t = rich_ticket(&app, &alice).await;
 
@@ -1049,7 +1052,7 @@ async fn update_sets_and_clears_assignee() {
         &alice,
         pb::Ticket {
             assignee_id: stranger.user.to_string(),
-            ..t.clone()
+            ..assigned.clone()
         },
         &["assignee_id"],
     )
@@ -1061,7 +1064,7 @@ async fn update_sets_and_clears_assignee() {
         &alice,
         pb::Ticket {
             assignee_id: "bob".into(),
-            ..t.clone()
+            ..assigned.clone()
         },
         &["assignee_id"],
     )
@@ -1570,10 +1573,7 @@ async fn well_formed_client_request_id_is_echoed() {
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(x_request_id(err.metadata()), rid);
     let details = err.get_error_details();
-    assert_eq!(
-        details.request_info().expect("RequestInfo").request_id,
-        rid
-    );
+    assert_eq!(details.request_info().expect("RequestInfo").request_id, rid);
 
     // Validation errors carry it too.
     let rid = "validation-1";
