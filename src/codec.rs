@@ -53,11 +53,9 @@ impl<U: Message + Default> Decoder for DeskdDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        U::decode(buf).map(Some).map_err(|_| {
-            Status::invalid_argument(
-                "the message could not be decoded as the method's protobuf type",
-            )
-        })
+        U::decode(buf)
+            .map(Some)
+            .map_err(|_| Status::invalid_argument("the message could not be decoded as the method's protobuf type"))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

@@ -330,16 +330,13 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        let env_toml = toml_table_from_env(env);
-        if !env_toml.is_empty() {
-            fig = fig.merge(Toml::string(&env_toml));
+        let env = env_dict(env);
+        if !env.is_empty() {
+            fig = fig.merge(Serialized::defaults(env));
         }
         let cfg: Config = fig.extract().map_err(|e| {
             let key = e.path.join(".");
@@ -360,12 +357,7 @@ impl Config {
 
     /// Checks cross-field rules that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| {
-            Err(ConfigError(format!(
-                "key `{key}` ({}): {why}",
-                env_name(key)
-            )))
-        };
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}` ({}): {why}", env_name(key))));
         if self.database.url.expose_secret().trim().is_empty() {
             return bad("database.url", "must not be empty");
         }
@@ -373,10 +365,7 @@ impl Config {
             return bad("database.max_connections", "must be at least 1");
         }
         if self.database.min_connections > self.database.max_connections {
-            return bad(
-                "database.min_connections",
-                "must not exceed database.max_connections",
-            );
+            return bad("database.min_connections", "must not exceed database.max_connections");
         }
         if self.database.acquire_timeout.is_zero() {
             return bad("database.acquire_timeout", "must be positive");
@@ -404,10 +393,7 @@ impl Config {
             return bad("server.max_concurrent_streams", "must be at least 1");
         }
         if !(16_384..=16_777_215).contains(&self.server.max_frame_size) {
-            return bad(
-                "server.max_frame_size",
-                "must be between 16384 and 16777215",
-            );
+            return bad("server.max_frame_size", "must be between 16384 and 16777215");
         }
         if self.server.max_request_duration.is_zero() {
             return bad("server.max_request_duration", "must be positive");
@@ -421,10 +407,7 @@ impl Config {
             }
         }
         if self.health.check_interval.is_zero() || self.health.check_timeout.is_zero() {
-            return bad(
-                "health",
-                "check_interval and check_timeout must be positive",
-            );
+            return bad("health", "check_interval and check_timeout must be positive");
         }
         Ok(())
     }
@@ -442,26 +425,46 @@ fn env_name(key: &str) -> String {
     }
 }
 
-/// Builds a TOML document from `DESKD_*` variables. Values are kept as
-/// strings unless they parse as TOML scalars, so `DESKD_SERVER_MAX_IN_FLIGHT=8`
-/// is a number and `DESKD_JWT_SECRET=...` stays a string.
-fn toml_table_from_env(env: impl IntoIterator<Item = (String, String)>) -> String {
-    let mut out = String::new();
+/// Turns `DESKD_*` variables into a nested figment dictionary. A value whose
+/// key holds a string by default stays a string (`DESKD_JWT_ISSUER=12345`);
+/// any other value is parsed by figment's rules (numbers, booleans).
+fn env_dict(env: impl IntoIterator<Item = (String, String)>) -> figment::value::Dict {
+    use figment::value::{Dict, Value};
+    let defaults = Value::serialize(Config::default()).ok();
+    let mut root = Dict::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("DESKD_")
-                .map(|rest| (rest.to_lowercase(), v))
-        })
-        .filter(|(k, _)| !k.is_empty() && k != "config")
+        .filter_map(|(k, v)| k.strip_prefix("DESKD_").map(|rest| (rest.to_lowercase(), v)))
+        // DESKD_CONFIG names the file; DESKD_TEST_* belong to the test suite.
+        .filter(|(k, _)| !k.is_empty() && k != "config" && !k.starts_with("test_"))
         .collect();
     vars.sort();
-    for (key, value) in vars {
+    for (key, raw) in vars {
         let path = env_key_path(&key);
-        let literal = toml_literal(&value);
-        out.push_str(&format!("{} = {}\n", dotted(&path), literal));
+        let default_is_string = defaults
+            .as_ref()
+            .and_then(|d| d.find_ref(&path.join(".")))
+            .is_some_and(|v| matches!(v, Value::String(..)));
+        let value: Value = if default_is_string {
+            Value::from(raw.clone())
+        } else {
+            raw.parse().unwrap_or_else(|_| Value::from(raw.clone()))
+        };
+        let mut dict = &mut root;
+        for (i, part) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                dict.insert(part.clone(), value.clone());
+            } else {
+                let entry = dict.entry(part.clone()).or_insert_with(|| Value::from(Dict::new()));
+                if !matches!(entry, Value::Dict(..)) {
+                    *entry = Value::from(Dict::new());
+                }
+                let Value::Dict(_, inner) = entry else { break };
+                dict = inner;
+            }
+        }
     }
-    out
+    root
 }
 
 fn env_key_path(key: &str) -> Vec<String> {
@@ -478,44 +481,12 @@ fn env_key_path(key: &str) -> Vec<String> {
     vec![key.to_string()]
 }
 
-fn dotted(path: &[String]) -> String {
-    path.iter()
-        .map(|p| format!("\"{}\"", p.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn toml_literal(value: &str) -> String {
-    let trimmed = value.trim();
-    let is_number = !trimmed.is_empty() && trimmed.parse::<i64>().is_ok();
-    if is_number || trimmed == "true" || trimmed == "false" {
-        trimmed.to_string()
-    } else {
-        let escaped: String = value
-            .chars()
-            .flat_map(|c| match c {
-                '\\' => vec!['\\', '\\'],
-                '"' => vec!['\\', '"'],
-                '\n' => vec!['\\', 'n'],
-                '\r' => vec!['\\', 'r'],
-                '\t' => vec!['\\', 't'],
-                c if c.is_control() => format!("\\u{:04X}", c as u32).chars().collect(),
-                c => vec![c],
-            })
-            .collect();
-        format!("\"{escaped}\"")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -539,6 +510,8 @@ mod tests {
                 ("DESKD_JWT_ISSUER", "me"),
                 ("DESKD_RATE_LIMIT__TENANT__BURST", "9"),
                 ("DESKD_SERVER_SHUTDOWN_GRACE", "3s"),
+                ("DESKD_JWT_AUDIENCE", "12345"),
+                ("DESKD_TEST_PG_HOST", "ignored: belongs to the test suite"),
                 ("OTHER", "ignored"),
             ]),
         )
@@ -547,22 +520,16 @@ mod tests {
         assert_eq!(cfg.database.owner_url.expose_secret(), "postgres://o@h/db");
         assert_eq!(cfg.database.max_connections, 7);
         assert_eq!(cfg.jwt.issuer, "me");
+        assert_eq!(cfg.jwt.audience, "12345", "numeric-looking strings stay strings");
         assert_eq!(cfg.rate_limit.tenant.burst, 9);
         assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(3));
     }
 
     #[test]
     fn bad_values_name_the_key() {
-        let err = Config::load(None, env(&[("DESKD_DATABASE_MAX_CONNECTIONS", "many")]))
-            .expect_err("must fail");
-        assert!(
-            err.to_string().contains("database.max_connections"),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains("DESKD_DATABASE_MAX_CONNECTIONS"),
-            "{err}"
-        );
+        let err = Config::load(None, env(&[("DESKD_DATABASE_MAX_CONNECTIONS", "many")])).expect_err("must fail");
+        assert!(err.to_string().contains("database.max_connections"), "{err}");
+        assert!(err.to_string().contains("DESKD_DATABASE_MAX_CONNECTIONS"), "{err}");
 
         let err = Config::load(None, env(&[("DESKD_JWT_SECRET", "short")])).expect_err("must fail");
         assert!(err.to_string().contains("jwt.secret"), "{err}");
@@ -583,8 +550,7 @@ mod tests {
             "listen_addr = \"127.0.0.1:7000\"\n[database]\nmax_connections = 3\nurl = \"postgres://a@b/c\"\n",
         )
         .expect("write");
-        let cfg = Config::load(Some(&path), env(&[("DESKD_DATABASE_MAX_CONNECTIONS", "4")]))
-            .expect("loads");
+        let cfg = Config::load(Some(&path), env(&[("DESKD_DATABASE_MAX_CONNECTIONS", "4")])).expect("loads");
         assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:7000");
         assert_eq!(cfg.database.max_connections, 4);
         assert_eq!(cfg.database.url.expose_secret(), "postgres://a@b/c");

@@ -67,10 +67,7 @@ fn sql(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbSetupError {
 }
 
 /// Parses a URL into connect options, with deskd's application name.
-pub fn connect_options(
-    key: &'static str,
-    url: &SecretString,
-) -> Result<PgConnectOptions, DbSetupError> {
+pub fn connect_options(key: &'static str, url: &SecretString) -> Result<PgConnectOptions, DbSetupError> {
     PgConnectOptions::from_str(url.expose_secret())
         .map(|o| {
             o.application_name("deskd")
@@ -119,27 +116,22 @@ fn checked_ident(kind: &str, name: &str) -> Result<String, DbSetupError> {
 async fn ensure_database(owner: &PgConnectOptions) -> Result<(), DbSetupError> {
     let name = owner.get_database().unwrap_or("postgres").to_string();
     let quoted = checked_ident("database", &name)?;
-    let mut conn = owner
-        .clone()
-        .database("postgres")
-        .connect()
+    let mut conn = owner.clone().database("postgres").connect().await.map_err(sql(
+        "connecting to the maintenance database `postgres` with the owner URL",
+    ))?;
+    let exists: bool = sqlx::query_scalar("select exists (select from pg_database where datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
         .await
-        .map_err(sql(
-            "connecting to the maintenance database `postgres` with the owner URL",
-        ))?;
-    let exists: bool =
-        sqlx::query_scalar("select exists (select from pg_database where datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(sql("looking up the database"))?;
+        .map_err(sql("looking up the database"))?;
     if !exists {
         let res = sqlx::query(AssertSqlSafe(format!("create database {quoted}")))
             .execute(&mut conn)
             .await;
         if let Err(e) = res {
             // A concurrent `create database` of the same name is fine.
-            let dup = matches!(&e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42P04") | Some("23505")));
+            let dup =
+                matches!(&e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42P04") | Some("23505")));
             if !dup {
                 return Err(sql(format!("creating database {name}"))(e));
             }
@@ -156,9 +148,10 @@ async fn ensure_database(owner: &PgConnectOptions) -> Result<(), DbSetupError> {
 pub async fn migrate(cfg: &DatabaseConfig) -> Result<(), DbSetupError> {
     let owner = connect_options("database.owner_url", &cfg.owner_url)?;
     ensure_database(&owner).await?;
-    let mut conn = owner.connect().await.map_err(sql(
-        "connecting with the owner URL (DESKD_DATABASE_OWNER_URL)",
-    ))?;
+    let mut conn = owner
+        .connect()
+        .await
+        .map_err(sql("connecting with the owner URL (DESKD_DATABASE_OWNER_URL)"))?;
     MIGRATOR.run(&mut conn).await?;
 
     let app = url::Url::parse(cfg.url.expose_secret()).map_err(|e| DbSetupError::BadUrl {
@@ -213,9 +206,7 @@ pub async fn migrate(cfg: &DatabaseConfig) -> Result<(), DbSetupError> {
         format!("grant select on tenants to {role}"),
     ];
     for table in TENANT_TABLES.iter().filter(|t| **t != "tenants") {
-        grants.push(format!(
-            "grant select, insert, update, delete on {table} to {role}"
-        ));
+        grants.push(format!("grant select, insert, update, delete on {table} to {role}"));
     }
     for stmt in grants {
         sqlx::query(AssertSqlSafe(stmt.clone()))
@@ -233,12 +224,11 @@ async fn provision_role(
     quoted: &str,
     password: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let current: Option<(bool, bool, bool)> = sqlx::query_as(
-        "select rolsuper, rolbypassrls, rolcanlogin from pg_roles where rolname = $1",
-    )
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let current: Option<(bool, bool, bool)> =
+        sqlx::query_as("select rolsuper, rolbypassrls, rolcanlogin from pg_roles where rolname = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
     match current {
         None => {
             let res = sqlx::query(AssertSqlSafe(format!(
@@ -269,11 +259,9 @@ async fn provision_role(
             .bind(pw)
             .fetch_one(&mut *conn)
             .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "alter role {quoted} password {literal}"
-        )))
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(AssertSqlSafe(format!("alter role {quoted} password {literal}")))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -286,12 +274,11 @@ pub async fn check_app_role(pool: &PgPool) -> Result<(), DbSetupError> {
         .acquire()
         .await
         .map_err(sql("connecting with DESKD_DATABASE_URL"))?;
-    let (role, is_super, bypass): (String, bool, bool) = sqlx::query_as(
-        "select rolname::text, rolsuper, rolbypassrls from pg_roles where rolname = current_user",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(sql("reading the serving role"))?;
+    let (role, is_super, bypass): (String, bool, bool) =
+        sqlx::query_as("select rolname::text, rolsuper, rolbypassrls from pg_roles where rolname = current_user")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(sql("reading the serving role"))?;
     if is_super {
         return Err(DbSetupError::UnsafeRole {
             role,
@@ -318,9 +305,7 @@ pub async fn check_app_role(pool: &PgPool) -> Result<(), DbSetupError> {
             Some((owner, true, _)) | Some((owner, _, true)) => {
                 return Err(DbSetupError::UnsafeRole {
                     role,
-                    why: format!(
-                        "owns (or is a member of `{owner}`, the owner of) table `{table}`"
-                    ),
+                    why: format!("owns (or is a member of `{owner}`, the owner of) table `{table}`"),
                 });
             }
             Some(_) => {}

@@ -25,11 +25,7 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     /// A violation of `field` for `reason`.
-    pub fn new(
-        field: impl Into<String>,
-        reason: &'static str,
-        description: impl Into<String>,
-    ) -> Self {
+    pub fn new(field: impl Into<String>, reason: &'static str, description: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             reason,
@@ -135,11 +131,7 @@ fn describe_violations(v: &[FieldViolation]) -> String {
 
 impl AppError {
     /// A single-field INVALID_ARGUMENT.
-    pub fn invalid(
-        field: impl Into<String>,
-        reason: &'static str,
-        description: impl Into<String>,
-    ) -> Self {
+    pub fn invalid(field: impl Into<String>, reason: &'static str, description: impl Into<String>) -> Self {
         Self::InvalidArgument(vec![FieldViolation::new(field, reason, description)])
     }
 
@@ -167,34 +159,27 @@ impl AppError {
                 "INVALID_ARGUMENT",
                 format!("invalid request: {}", describe_violations(v)),
             ),
-            AppError::NotFound { resource_type, .. } => (
-                Code::NotFound,
-                "NOT_FOUND",
-                format!("{resource_type} not found"),
-            ),
+            AppError::NotFound { resource_type, .. } => {
+                (Code::NotFound, "NOT_FOUND", format!("{resource_type} not found"))
+            }
             AppError::AlreadyExists { resource_type, .. } => (
                 Code::AlreadyExists,
                 "ALREADY_EXISTS",
                 format!("{resource_type} already exists"),
             ),
             AppError::FailedPrecondition {
-                reason,
-                description,
-                ..
+                reason, description, ..
             } => (Code::FailedPrecondition, reason, description.clone()),
             AppError::EtagMismatch { resource_type, .. } => (
                 Code::Aborted,
                 "ETAG_MISMATCH",
                 format!("{resource_type} was changed since it was read; read it again"),
             ),
-            AppError::Unauthenticated {
-                reason,
-                description,
-            } => (Code::Unauthenticated, reason, (*description).to_string()),
+            AppError::Unauthenticated { reason, description } => {
+                (Code::Unauthenticated, reason, (*description).to_string())
+            }
             AppError::PermissionDenied {
-                reason,
-                description,
-                ..
+                reason, description, ..
             } => (Code::PermissionDenied, reason, description.clone()),
             AppError::RateLimited { .. } => (
                 Code::ResourceExhausted,
@@ -237,17 +222,11 @@ impl AppError {
                     .collect();
                 details.set_bad_request(pb);
             }
-            AppError::NotFound {
-                resource_type,
-                name,
-            } => {
+            AppError::NotFound { resource_type, name } => {
                 details.set_resource_info(*resource_type, name.clone(), "", "not found");
                 info_meta.insert("resource_type".into(), (*resource_type).into());
             }
-            AppError::AlreadyExists {
-                resource_type,
-                name,
-            } => {
+            AppError::AlreadyExists { resource_type, name } => {
                 details.set_resource_info(*resource_type, name.clone(), "", "already exists");
                 info_meta.insert("resource_type".into(), (*resource_type).into());
             }
@@ -256,16 +235,9 @@ impl AppError {
                 subject,
                 description,
             } => {
-                details.add_precondition_failure_violation(
-                    *reason,
-                    subject.clone(),
-                    description.clone(),
-                );
+                details.add_precondition_failure_violation(*reason, subject.clone(), description.clone());
             }
-            AppError::EtagMismatch {
-                resource_type,
-                name,
-            } => {
+            AppError::EtagMismatch { resource_type, name } => {
                 details.add_precondition_failure_violation(
                     "ETAG_MISMATCH",
                     format!("{resource_type}/{name}"),
@@ -364,9 +336,7 @@ mod tests {
 
     fn sample(code: Code) -> AppError {
         match code {
-            Code::InvalidArgument => {
-                AppError::invalid("ticket.title", "REQUIRED", "title is required")
-            }
+            Code::InvalidArgument => AppError::invalid("ticket.title", "REQUIRED", "title is required"),
             Code::NotFound => AppError::NotFound {
                 resource_type: "t",
                 name: "x".into(),
@@ -403,9 +373,7 @@ mod tests {
                 source: anyhow::anyhow!("connection refused to 10.0.0.1: password=secret"),
             },
             Code::DeadlineExceeded => AppError::DeadlineExceeded,
-            _ => AppError::internal(anyhow::anyhow!(
-                "SELECT * FROM secret_table failed at /src/x.rs"
-            )),
+            _ => AppError::internal(anyhow::anyhow!("SELECT * FROM secret_table failed at /src/x.rs")),
         }
     }
 
@@ -413,44 +381,20 @@ mod tests {
     #[test]
     fn mapping_table() {
         let table: &[(AppError, Code, &str)] = &[
-            (
-                sample(Code::InvalidArgument),
-                Code::InvalidArgument,
-                "INVALID_ARGUMENT",
-            ),
+            (sample(Code::InvalidArgument), Code::InvalidArgument, "INVALID_ARGUMENT"),
             (sample(Code::NotFound), Code::NotFound, "NOT_FOUND"),
-            (
-                sample(Code::AlreadyExists),
-                Code::AlreadyExists,
-                "ALREADY_EXISTS",
-            ),
-            (
-                sample(Code::FailedPrecondition),
-                Code::FailedPrecondition,
-                "STATE",
-            ),
+            (sample(Code::AlreadyExists), Code::AlreadyExists, "ALREADY_EXISTS"),
+            (sample(Code::FailedPrecondition), Code::FailedPrecondition, "STATE"),
             (sample(Code::Aborted), Code::Aborted, "ETAG_MISMATCH"),
-            (
-                sample(Code::Unauthenticated),
-                Code::Unauthenticated,
-                "TOKEN_MISSING",
-            ),
+            (sample(Code::Unauthenticated), Code::Unauthenticated, "TOKEN_MISSING"),
             (
                 sample(Code::PermissionDenied),
                 Code::PermissionDenied,
                 "TENANT_SUSPENDED",
             ),
-            (
-                sample(Code::ResourceExhausted),
-                Code::ResourceExhausted,
-                "RATE_LIMITED",
-            ),
+            (sample(Code::ResourceExhausted), Code::ResourceExhausted, "RATE_LIMITED"),
             (AppError::Overloaded, Code::ResourceExhausted, "OVERLOADED"),
-            (
-                sample(Code::Unavailable),
-                Code::Unavailable,
-                "DEPENDENCY_UNAVAILABLE",
-            ),
+            (sample(Code::Unavailable), Code::Unavailable, "DEPENDENCY_UNAVAILABLE"),
             (
                 sample(Code::DeadlineExceeded),
                 Code::DeadlineExceeded,
@@ -511,15 +455,9 @@ mod tests {
             d.retry_info().and_then(|r| r.retry_delay),
             Some(Duration::from_millis(1500))
         );
+        assert_eq!(d.quota_failure().expect("quota").violations[0].subject, "tenant:x");
         assert_eq!(
-            d.quota_failure().expect("quota").violations[0].subject,
-            "tenant:x"
-        );
-        assert_eq!(
-            status
-                .metadata()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()),
+            status.metadata().get("retry-after").and_then(|v| v.to_str().ok()),
             Some("2")
         );
     }

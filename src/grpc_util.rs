@@ -36,9 +36,7 @@ pub async fn run<T>(
     request_id: &str,
     body: impl std::future::Future<Output = Result<T, AppError>>,
 ) -> Result<Response<T>, Status> {
-    body.await
-        .map(Response::new)
-        .map_err(|e| e.into_status(request_id))
+    body.await.map(Response::new).map_err(|e| e.into_status(request_id))
 }
 
 /// Model time → wire.
@@ -50,10 +48,7 @@ pub fn to_timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
 }
 
 /// Wire time → model, refusing out-of-range values.
-pub fn from_timestamp(
-    field: &str,
-    t: prost_types::Timestamp,
-) -> Result<OffsetDateTime, FieldViolation> {
+pub fn from_timestamp(field: &str, t: prost_types::Timestamp) -> Result<OffsetDateTime, FieldViolation> {
     let bad = || FieldViolation::new(field, "INVALID_TIMESTAMP", "not a valid timestamp");
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(bad());

@@ -142,10 +142,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCommand::Mint { tenant, user, ttl }) => {
-            println!(
-                "{}",
-                ops::mint_token(&config, TenantId(tenant), UserId(user), ttl)?
-            );
+            println!("{}", ops::mint_token(&config, TenantId(tenant), UserId(user), ttl)?);
             Ok(())
         }
     }

@@ -24,13 +24,18 @@ async fn owner_conn(cfg: &Config) -> anyhow::Result<PgConnection> {
     if cfg.database.owner_url.expose_secret().is_empty() {
         bail!("this command needs the owner URL: set DESKD_DATABASE_OWNER_URL");
     }
-    db::migrate(&cfg.database)
-        .await
-        .context("migrating the database")?;
+    db::migrate(&cfg.database).await.context("migrating the database")?;
     let opts = db::connect_options("database.owner_url", &cfg.database.owner_url)?;
-    opts.connect()
-        .await
-        .context("connecting with DESKD_DATABASE_OWNER_URL")
+    opts.connect().await.context("connecting with DESKD_DATABASE_OWNER_URL")
+}
+
+/// Sets the transaction-local tenant context (as `TenantTx` does).
+async fn set_tenant_context(conn: &mut PgConnection, tenant: TenantId) -> Result<(), sqlx::Error> {
+    sqlx::query("select set_config('app.current_tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Creates a tenant; returns its id.
@@ -41,19 +46,23 @@ pub async fn create_tenant(cfg: &Config, name: &str) -> anyhow::Result<TenantId>
     }
     let mut conn = owner_conn(cfg).await?;
     let id = TenantId(Uuid::now_v7());
-    tenant_store::insert_tenant(&mut conn, id, name).await?;
+    // The owner need not be a superuser: FORCE'd RLS applies to it too, so
+    // the new tenant's own context is set for the insert.
+    let mut tx = conn.begin().await?;
+    set_tenant_context(&mut tx, id).await?;
+    tenant_store::insert_tenant(&mut tx, id, name).await?;
+    tx.commit().await?;
     let _ = conn.close().await;
     Ok(id)
 }
 
 /// Suspends or reactivates a tenant.
-pub async fn set_tenant_status(
-    cfg: &Config,
-    id: TenantId,
-    status: TenantStatus,
-) -> anyhow::Result<()> {
+pub async fn set_tenant_status(cfg: &Config, id: TenantId, status: TenantStatus) -> anyhow::Result<()> {
     let mut conn = owner_conn(cfg).await?;
-    let found = tenant_store::set_tenant_status(&mut conn, id, status).await?;
+    let mut tx = conn.begin().await?;
+    set_tenant_context(&mut tx, id).await?;
+    let found = tenant_store::set_tenant_status(&mut tx, id, status).await?;
+    tx.commit().await?;
     let _ = conn.close().await;
     if !found {
         bail!("no tenant with id {id}");
@@ -69,14 +78,10 @@ pub async fn create_user(
     display_name: &str,
     role: Role,
 ) -> anyhow::Result<UserId> {
-    let email =
-        normalize_email(email).map_err(|v| anyhow::anyhow!("--email: {}", v.description))?;
+    let email = normalize_email(email).map_err(|v| anyhow::anyhow!("--email: {}", v.description))?;
     let mut conn = owner_conn(cfg).await?;
     let mut tx = conn.begin().await?;
-    sqlx::query("select set_config('app.current_tenant_id', $1, true)")
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await?;
+    set_tenant_context(&mut tx, tenant).await?;
     let exists: bool = sqlx::query_scalar("select exists (select from tenants where id = $1)")
         .bind(tenant.0)
         .fetch_one(&mut *tx)
@@ -92,10 +97,7 @@ pub async fn create_user(
         active: true,
     };
     if !user_store::insert_user(&mut tx, tenant, &user).await? {
-        bail!(
-            "a user with e-mail {} already exists in tenant {tenant}",
-            user.email
-        );
+        bail!("a user with e-mail {} already exists in tenant {tenant}", user.email);
     }
     tx.commit().await?;
     let _ = conn.close().await;
@@ -103,12 +105,7 @@ pub async fn create_user(
 }
 
 /// Mints a JWT for a user with the configured (or development) secret.
-pub fn mint_token(
-    cfg: &Config,
-    tenant: TenantId,
-    user: UserId,
-    ttl: Duration,
-) -> anyhow::Result<String> {
+pub fn mint_token(cfg: &Config, tenant: TenantId, user: UserId, ttl: Duration) -> anyhow::Result<String> {
     let (secret, _) = jwt::load_secret(&cfg.jwt).context("loading the JWT secret")?;
     let keys = JwtKeys::hs256(&secret, &cfg.jwt)?;
     Ok(keys.mint(tenant, user, ttl)?)

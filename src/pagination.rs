@@ -97,17 +97,13 @@ impl PageTokens {
 
     /// Decodes a token, checking its MAC and that it belongs to `fp`.
     pub fn decode(&self, fp: &[u8; FINGERPRINT_LEN], token: &str) -> Result<Cursor, AppError> {
-        let raw = URL_SAFE_NO_PAD
-            .decode(token.as_bytes())
-            .map_err(|_| invalid_token())?;
+        let raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).map_err(|_| invalid_token())?;
         if raw.len() != BODY_LEN + MAC_LEN || raw[0] != VERSION {
             return Err(invalid_token());
         }
         let (body, tag) = raw.split_at(BODY_LEN);
         // verify_truncated_left compares in constant time.
-        self.mac(body)
-            .verify_truncated_left(tag)
-            .map_err(|_| invalid_token())?;
+        self.mac(body).verify_truncated_left(tag).map_err(|_| invalid_token())?;
         if &body[1..1 + FINGERPRINT_LEN] != fp {
             return Err(invalid_token());
         }

@@ -11,5 +11,4 @@ pub mod tickets {
 
 /// The encoded `FileDescriptorSet` of every deskd proto (and its imports),
 /// registered with gRPC reflection so grpcurl can list and call deskd.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/deskd_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/deskd_descriptor.bin"));

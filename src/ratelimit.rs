@@ -178,10 +178,7 @@ mod tests {
         let q = quota(100, 1000, 1);
         let start = Instant::now();
         let allowed = (0..1000)
-            .filter(|i| {
-                l.check_at("k", &q, start + Duration::from_millis(*i))
-                    .allowed
-            })
+            .filter(|i| l.check_at("k", &q, start + Duration::from_millis(*i)).allowed)
             .count();
         assert_eq!(allowed, 100);
     }

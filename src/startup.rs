@@ -17,8 +17,8 @@ use crate::{
     db,
     middleware::{
         MiddlewareLayer, authn::AuthnLayer, catch_panic::CatchPanicLayer, deadline::DeadlineLayer,
-        load_shed::LoadShedLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer,
-        request_log::RequestLogLayer, tenant::TenantLayer,
+        load_shed::LoadShedLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer, request_log::RequestLogLayer,
+        tenant::TenantLayer,
     },
     pagination::PageTokens,
     proto,
@@ -37,6 +37,7 @@ pub struct Application {
     addr: SocketAddr,
     pool: PgPool,
     keys: Arc<JwtKeys>,
+    page_tokens: PageTokens,
     limiter: Arc<dyn RateLimiter>,
 }
 
@@ -45,9 +46,7 @@ impl Application {
     /// serving role, loads keys and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         if !config.database.owner_url.expose_secret().is_empty() {
-            db::migrate(&config.database)
-                .await
-                .context("migrating the database")?;
+            db::migrate(&config.database).await.context("migrating the database")?;
         }
         let pool = db::app_pool(&config.database)?;
         db::check_app_role(&pool).await?;
@@ -71,6 +70,9 @@ impl Application {
             addr,
             pool,
             keys,
+            // Page tokens are MAC'd with a key derived from the JWT secret, so
+            // every replica of a deployment agrees without another setting.
+            page_tokens: PageTokens::new(secret.expose_secret().as_bytes()),
             limiter: Arc::new(InProcessRateLimiter::default()),
         })
     }
@@ -87,16 +89,14 @@ impl Application {
 
     /// Serves until `shutdown` completes, then drains in-flight RPCs for at
     /// most `server.shutdown_grace`.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self {
             config,
             listener,
             addr,
             pool,
             keys,
+            page_tokens,
             limiter,
         } = self;
         let cfg = Arc::new(config);
@@ -141,10 +141,9 @@ impl Application {
             cfg.tenant_cache.capacity,
             cfg.database.statement_timeout,
         );
-        let tokens = PageTokens::new(page_token_secret(&cfg).as_bytes());
         let tickets = TicketsGrpc::new(TicketsService::new(
             pool.clone(),
-            tokens,
+            page_tokens,
             cfg.database.statement_timeout,
         ))
         .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
@@ -221,15 +220,6 @@ impl Application {
         pool.close().await;
         tracing::info!("deskd stopped");
         result
-    }
-}
-
-/// The key page tokens are MAC'd with: derived from the JWT secret so every
-/// replica of a deployment agrees without another setting.
-fn page_token_secret(cfg: &Config) -> String {
-    match jwt::load_secret(&cfg.jwt) {
-        Ok((s, _)) => s.expose_secret().to_string(),
-        Err(_) => cfg.jwt.issuer.clone(),
     }
 }
 

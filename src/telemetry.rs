@@ -23,9 +23,7 @@ pub fn init(cfg: &LogConfig) {
                     .with_writer(std::io::stderr),
             )
             .try_init(),
-        LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
     };
     // Already initialised (tests): keep the first subscriber.
     let _ = result;

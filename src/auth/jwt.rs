@@ -84,6 +84,15 @@ pub fn load_secret(cfg: &JwtConfig) -> std::io::Result<(SecretString, SecretSour
     }
     write_dev_secret(path)?;
     let s = std::fs::read_to_string(path)?.trim().to_string();
+    if s.len() < 32 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the development secret in {} is shorter than 32 bytes: delete the file to have a new one made",
+                path.display()
+            ),
+        ));
+    }
     Ok((SecretString::from(s), SecretSource::DevFile(path.clone())))
 }
 
@@ -124,18 +133,12 @@ fn header_alg(token: &str) -> Option<String> {
 }
 
 fn unauthenticated(reason: &'static str, description: &'static str) -> AppError {
-    AppError::Unauthenticated {
-        reason,
-        description,
-    }
+    AppError::Unauthenticated { reason, description }
 }
 
 impl JwtKeys {
     /// Keys for HS256 with `secret`, requiring `cfg`'s issuer and audience.
-    pub fn hs256(
-        secret: &SecretString,
-        cfg: &JwtConfig,
-    ) -> Result<Self, jsonwebtoken::errors::Error> {
+    pub fn hs256(secret: &SecretString, cfg: &JwtConfig) -> Result<Self, jsonwebtoken::errors::Error> {
         let bytes = secret.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&cfg.issuer]);
@@ -161,15 +164,9 @@ impl JwtKeys {
             // The library has no `none` (or unknown) algorithm: read the
             // header's `alg` ourselves to name the refusal precisely.
             if header_alg(token).is_some_and(|alg| alg != "HS256") {
-                unauthenticated(
-                    "TOKEN_ALGORITHM_REJECTED",
-                    "the token's algorithm is not accepted",
-                )
+                unauthenticated("TOKEN_ALGORITHM_REJECTED", "the token's algorithm is not accepted")
             } else {
-                unauthenticated(
-                    "TOKEN_MALFORMED",
-                    "the bearer token is not a well-formed JWT",
-                )
+                unauthenticated("TOKEN_MALFORMED", "the bearer token is not a well-formed JWT")
             }
         })?;
         if header.alg != Algorithm::HS256 {
@@ -178,53 +175,37 @@ impl JwtKeys {
                 "the token's algorithm is not accepted",
             ));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => {
-                    unauthenticated("TOKEN_EXPIRED", "the token has expired")
-                }
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => unauthenticated("TOKEN_EXPIRED", "the token has expired"),
                 ErrorKind::ImmatureSignature => {
                     unauthenticated("TOKEN_NOT_YET_VALID", "the token is not valid yet (nbf)")
                 }
-                ErrorKind::InvalidSignature => unauthenticated(
-                    "TOKEN_SIGNATURE_INVALID",
-                    "the token's signature does not verify",
-                ),
+                ErrorKind::InvalidSignature => {
+                    unauthenticated("TOKEN_SIGNATURE_INVALID", "the token's signature does not verify")
+                }
                 ErrorKind::InvalidIssuer => {
                     unauthenticated("TOKEN_ISSUER_INVALID", "the token's issuer is not accepted")
                 }
-                ErrorKind::InvalidAudience => unauthenticated(
-                    "TOKEN_AUDIENCE_INVALID",
-                    "the token's audience is not accepted",
-                ),
-                ErrorKind::InvalidAlgorithm => unauthenticated(
-                    "TOKEN_ALGORITHM_REJECTED",
-                    "the token's algorithm is not accepted",
-                ),
-                ErrorKind::MissingRequiredClaim(_)
-                | ErrorKind::InvalidClaimFormat(_)
-                | ErrorKind::Json(_) => unauthenticated(
-                    "TOKEN_CLAIMS_INVALID",
-                    "the token lacks a required claim or has a malformed one",
-                ),
-                _ => unauthenticated(
-                    "TOKEN_MALFORMED",
-                    "the bearer token is not a well-formed JWT",
-                ),
+                ErrorKind::InvalidAudience => {
+                    unauthenticated("TOKEN_AUDIENCE_INVALID", "the token's audience is not accepted")
+                }
+                ErrorKind::InvalidAlgorithm => {
+                    unauthenticated("TOKEN_ALGORITHM_REJECTED", "the token's algorithm is not accepted")
+                }
+                ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => {
+                    unauthenticated(
+                        "TOKEN_CLAIMS_INVALID",
+                        "the token lacks a required claim or has a malformed one",
+                    )
+                }
+                _ => unauthenticated("TOKEN_MALFORMED", "the bearer token is not a well-formed JWT"),
             })?;
         let claims = data.claims;
-        let tenant = Uuid::parse_str(&claims.tid).map_err(|_| {
-            unauthenticated(
-                "TOKEN_CLAIMS_INVALID",
-                "the token's `tid` claim is not a UUID",
-            )
-        })?;
-        let user = Uuid::parse_str(&claims.sub).map_err(|_| {
-            unauthenticated(
-                "TOKEN_CLAIMS_INVALID",
-                "the token's `sub` claim is not a UUID",
-            )
-        })?;
+        let tenant = Uuid::parse_str(&claims.tid)
+            .map_err(|_| unauthenticated("TOKEN_CLAIMS_INVALID", "the token's `tid` claim is not a UUID"))?;
+        let user = Uuid::parse_str(&claims.sub)
+            .map_err(|_| unauthenticated("TOKEN_CLAIMS_INVALID", "the token's `sub` claim is not a UUID"))?;
         Ok(Authenticated {
             tenant_id: TenantId(tenant),
             user_id: UserId(user),
@@ -232,12 +213,7 @@ impl JwtKeys {
     }
 
     /// Signs a token for `user` of `tenant`, valid for `ttl`.
-    pub fn mint(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        ttl: Duration,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn mint(&self, tenant: TenantId, user: UserId, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user.to_string(),

@@ -64,31 +64,22 @@ mod tests {
             }
             Ok::<Res, Infallible>(Res::default())
         });
-        let svc =
-            MiddlewareLayer(RequestIdLayer).layer(MiddlewareLayer(CatchPanicLayer).layer(handler));
+        let svc = MiddlewareLayer(RequestIdLayer).layer(MiddlewareLayer(CatchPanicLayer).layer(handler));
         let req = http::Request::builder()
             .uri("/deskd.tickets.v1.TicketsService/GetTicket")
             .header("x-request-id", "req-42")
             .body(tonic::body::Body::default())
             .expect("request");
-        let res = svc
-            .oneshot(req)
-            .await
-            .expect("a response, not a reset stream");
+        let res = svc.oneshot(req).await.expect("a response, not a reset stream");
         assert_eq!(
-            res.headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok()),
+            res.headers().get("x-request-id").and_then(|v| v.to_str().ok()),
             Some("req-42")
         );
         let status = tonic::Status::from_header_map(res.headers()).expect("grpc status in headers");
         assert_eq!(status.code(), tonic::Code::Internal);
         assert_eq!(status.message(), "internal error");
         let details = status.get_error_details();
-        assert_eq!(
-            details.request_info().map(|r| r.request_id.as_str()),
-            Some("req-42")
-        );
+        assert_eq!(details.request_info().map(|r| r.request_id.as_str()), Some("req-42"));
         assert!(!format!("{status:?}").contains("secret"));
     }
 }

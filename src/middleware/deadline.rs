@@ -80,10 +80,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(
-            parse_grpc_timeout("99999999n"),
-            Some(Duration::from_nanos(99_999_999))
-        );
+        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("-1S"), None);

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tower::Service;
 
-use super::{Middleware, Req, RequestId, Res, error_response};
+use super::{Middleware, Req, RequestId, Res, error_response, is_public};
 use crate::error::AppError;
 
 /// Sheds load above `max_in_flight` concurrent RPCs.
@@ -36,6 +36,11 @@ impl Middleware for LoadShedLayer {
         S::Future: Send + 'static,
         S::Error: Send + 'static,
     {
+        // Health and reflection are never shed: an orchestrator must not
+        // mistake a busy replica for a dead one and restart it.
+        if is_public(req.uri().path()) {
+            return Box::pin(next.call(req));
+        }
         let permit = self.permits.clone().try_acquire_owned();
         Box::pin(async move {
             match permit {

@@ -22,10 +22,7 @@ pub struct RateLimitLayer {
 }
 
 fn describe(q: &crate::config::Quota) -> String {
-    format!(
-        "{} requests per {:?}, burst {}",
-        q.requests, q.period, q.burst
-    )
+    format!("{} requests per {:?}, burst {}", q.requests, q.period, q.burst)
 }
 
 impl Middleware for RateLimitLayer {
@@ -46,13 +43,11 @@ impl Middleware for RateLimitLayer {
             };
             let tenant_key = format!("t:{}", p.tenant_id);
             let principal_key = format!("p:{}:{}", p.tenant_id, p.user_id);
+            // The principal's own quota first: one noisy caller that is
+            // refused does not also drain its tenant's shared budget.
             let checks = [
+                (principal_key, format!("principal:{}", p.user_id), config.principal),
                 (tenant_key, format!("tenant:{}", p.tenant_id), config.tenant),
-                (
-                    principal_key,
-                    format!("principal:{}", p.user_id),
-                    config.principal,
-                ),
             ];
             for (key, subject, quota) in checks {
                 let d = limiter.check(&key, &quota).await;

@@ -11,10 +11,7 @@ use futures_util::future::BoxFuture;
 use tower::Service;
 use uuid::Uuid;
 
-use super::{
-    Middleware, Req, RequestId, Res, deadline::Deadline, error_response, is_public,
-    request_log::LogSlot,
-};
+use super::{Middleware, Req, RequestId, Res, deadline::Deadline, error_response, is_public, request_log::LogSlot};
 use crate::{auth::Authenticated, error::AppError, tenancy::TenantDirectory};
 
 /// The metadata key a caller may use to state the tenant it expects.
@@ -63,8 +60,7 @@ impl Middleware for TenantLayer {
                     return Ok(error_response(
                         AppError::PermissionDenied {
                             reason: "TENANT_MISMATCH",
-                            description: "x-tenant-id does not match the credential's tenant"
-                                .into(),
+                            description: "x-tenant-id does not match the credential's tenant".into(),
                             metadata: vec![],
                         },
                         &request_id,
@@ -72,10 +68,7 @@ impl Middleware for TenantLayer {
                 }
             }
             let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
-            match directory
-                .resolve(auth.tenant_id, auth.user_id, deadline)
-                .await
-            {
+            match directory.resolve(auth.tenant_id, auth.user_id, deadline).await {
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                     next.call(req).await

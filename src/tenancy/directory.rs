@@ -35,27 +35,18 @@ impl TenantDirectory {
     pub fn new(pool: PgPool, ttl: Duration, capacity: u64, statement_cap: Duration) -> Self {
         Self {
             pool,
-            tenants: Cache::builder()
-                .time_to_live(ttl)
-                .max_capacity(capacity)
-                .build(),
-            users: Cache::builder()
-                .time_to_live(ttl)
-                .max_capacity(capacity)
-                .build(),
+            tenants: Cache::builder().time_to_live(ttl).max_capacity(capacity).build(),
+            users: Cache::builder().time_to_live(ttl).max_capacity(capacity).build(),
             statement_cap,
         }
     }
 
     /// The tenant, from cache or PostgreSQL (concurrent misses make one load).
-    pub async fn tenant(
-        &self,
-        id: TenantId,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<Option<Tenant>, AppError> {
+    pub async fn tenant(&self, id: TenantId, deadline: Option<std::time::Instant>) -> Result<Option<Tenant>, AppError> {
         let pool = self.pool.clone();
         let cap = self.statement_cap;
-        self.tenants
+        let found = self
+            .tenants
             .try_get_with(id, async move {
                 let mut tx = TenantTx::begin(&pool, id, Budget::new(deadline, cap)).await?;
                 let t = store::get_tenant(tx.conn(), id).await?;
@@ -63,7 +54,13 @@ impl TenantDirectory {
                 Ok::<_, AppError>(t)
             })
             .await
-            .map_err(unshare)
+            .map_err(unshare)?;
+        if found.is_none() {
+            // Misses are not remembered: a tenant created a moment later is
+            // served at once. (Only a validly signed token gets this far.)
+            self.tenants.invalidate(&id).await;
+        }
+        Ok(found)
     }
 
     /// The user, from cache or PostgreSQL.
@@ -75,7 +72,8 @@ impl TenantDirectory {
     ) -> Result<Option<users::model::User>, AppError> {
         let pool = self.pool.clone();
         let cap = self.statement_cap;
-        self.users
+        let found = self
+            .users
             .try_get_with((tenant, id), async move {
                 let mut tx = TenantTx::begin(&pool, tenant, Budget::new(deadline, cap)).await?;
                 let u = users::store::get_user(tx.conn(), tenant, id).await?;
@@ -83,7 +81,11 @@ impl TenantDirectory {
                 Ok::<_, AppError>(u)
             })
             .await
-            .map_err(unshare)
+            .map_err(unshare)?;
+        if found.is_none() {
+            self.users.invalidate(&(tenant, id)).await;
+        }
+        Ok(found)
     }
 
     /// Resolves a verified credential to a principal, or refuses it.

@@ -14,15 +14,11 @@ fn status_from_db(s: &str) -> TenantStatus {
 }
 
 /// The tenant of the current tenant transaction (RLS shows no other).
-pub async fn get_tenant(
-    conn: &mut PgConnection,
-    id: TenantId,
-) -> Result<Option<Tenant>, sqlx::Error> {
-    let row: Option<(Uuid, String, String)> =
-        sqlx::query_as("select id, name, status from tenants where id = $1")
-            .bind(id.0)
-            .fetch_optional(conn)
-            .await?;
+pub async fn get_tenant(conn: &mut PgConnection, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
+    let row: Option<(Uuid, String, String)> = sqlx::query_as("select id, name, status from tenants where id = $1")
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await?;
     Ok(row.map(|(id, name, status)| Tenant {
         id: TenantId(id),
         name,
@@ -31,11 +27,7 @@ pub async fn get_tenant(
 }
 
 /// Creates a tenant. Runs as the owner (operator command).
-pub async fn insert_tenant(
-    conn: &mut PgConnection,
-    id: TenantId,
-    name: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_tenant(conn: &mut PgConnection, id: TenantId, name: &str) -> Result<(), sqlx::Error> {
     sqlx::query("insert into tenants (id, name) values ($1, $2)")
         .bind(id.0)
         .bind(name)

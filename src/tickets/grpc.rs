@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::{
     model::{
-        self, Field, ListFilter, NewTicket, Priority, Status as TicketStatus, Ticket, TicketPatch,
-        parse_id, parse_optional_id, validate_description, validate_tags, validate_title,
+        self, Field, ListFilter, NewTicket, Priority, Status as TicketStatus, Ticket, TicketPatch, parse_id,
+        parse_optional_id, validate_description, validate_tags, validate_title,
     },
     service::{Ctx, TicketsService},
 };
@@ -19,9 +19,9 @@ use crate::{
     error::{AppError, FieldViolation},
     grpc_util::{context, from_timestamp, run, to_timestamp},
     proto::tickets::v1::{
-        self as pb, CreateTicketRequest, CreateTicketResponse, DeleteTicketRequest,
-        DeleteTicketResponse, GetTicketRequest, GetTicketResponse, ListTicketsRequest,
-        ListTicketsResponse, UpdateTicketRequest, UpdateTicketResponse, tickets_service_server,
+        self as pb, CreateTicketRequest, CreateTicketResponse, DeleteTicketRequest, DeleteTicketResponse,
+        GetTicketRequest, GetTicketResponse, ListTicketsRequest, ListTicketsResponse, UpdateTicketRequest,
+        UpdateTicketResponse, tickets_service_server,
     },
 };
 
@@ -156,16 +156,9 @@ impl Violations {
     }
 }
 
-fn validate_create(
-    ticket: Option<pb::Ticket>,
-    request_id: &str,
-) -> Result<(NewTicket, Option<Uuid>), AppError> {
+fn validate_create(ticket: Option<pb::Ticket>, request_id: &str) -> Result<(NewTicket, Option<Uuid>), AppError> {
     let Some(ticket) = ticket else {
-        return Err(AppError::invalid(
-            "ticket",
-            "REQUIRED",
-            "the ticket is required",
-        ));
+        return Err(AppError::invalid("ticket", "REQUIRED", "the ticket is required"));
     };
     // Output-only fields are ignored on create (AIP-133).
     let pb::Ticket {
@@ -191,37 +184,21 @@ fn validate_create(
     let tags = v.check_many(validate_tags("ticket.tags", &tags));
     let request_id = v.check(parse_optional_id("request_id", request_id));
     v.finish()?;
-    match (
-        title,
-        description,
-        status,
-        priority,
-        assignee_id,
-        tags,
-        request_id,
-    ) {
-        (
-            Some(title),
-            Some(description),
-            Some(status),
-            Some(priority),
-            Some(assignee_id),
-            Some(tags),
-            Some(rid),
-        ) => Ok((
-            NewTicket {
-                title,
-                description,
-                status: status.unwrap_or(TicketStatus::Open),
-                priority: priority.unwrap_or(Priority::Normal),
-                assignee_id,
-                tags,
-            },
-            rid,
-        )),
-        _ => Err(AppError::internal(anyhow::anyhow!(
-            "validation passed without values"
-        ))),
+    match (title, description, status, priority, assignee_id, tags, request_id) {
+        (Some(title), Some(description), Some(status), Some(priority), Some(assignee_id), Some(tags), Some(rid)) => {
+            Ok((
+                NewTicket {
+                    title,
+                    description,
+                    status: status.unwrap_or(TicketStatus::Open),
+                    priority: priority.unwrap_or(Priority::Normal),
+                    assignee_id,
+                    tags,
+                },
+                rid,
+            ))
+        }
+        _ => Err(AppError::internal(anyhow::anyhow!("validation passed without values"))),
     }
 }
 
@@ -230,11 +207,7 @@ fn validate_update(
     mask: Option<prost_types::FieldMask>,
 ) -> Result<(Uuid, Option<String>, TicketPatch), AppError> {
     let Some(ticket) = ticket else {
-        return Err(AppError::invalid(
-            "ticket",
-            "REQUIRED",
-            "the ticket is required",
-        ));
+        return Err(AppError::invalid("ticket", "REQUIRED", "the ticket is required"));
     };
     let pb::Ticket {
         id,
@@ -270,24 +243,18 @@ fn validate_update(
                         "WILDCARD_NOT_ALLOWED",
                         "name each field; `*` is not accepted".to_string(),
                     ),
-                    "id" | "reporter_id" | "create_time" | "update_time" | "resolve_time"
-                    | "etag" => ("FIELD_NOT_MUTABLE", format!("`{path}` is output only")),
+                    "id" | "reporter_id" | "create_time" | "update_time" | "resolve_time" | "etag" => {
+                        ("FIELD_NOT_MUTABLE", format!("`{path}` is output only"))
+                    }
                     _ => ("UNKNOWN_FIELD", format!("`{path}` is not a ticket field")),
                 };
-                v.0.push(FieldViolation::new(
-                    format!("update_mask.paths[{i}]"),
-                    reason,
-                    why,
-                ));
+                v.0.push(FieldViolation::new(format!("update_mask.paths[{i}]"), reason, why));
                 continue;
             }
         };
         match field {
             Field::Title => patch.title = v.check(validate_title("ticket.title", &title)),
-            Field::Description => {
-                patch.description =
-                    v.check(validate_description("ticket.description", &description))
-            }
+            Field::Description => patch.description = v.check(validate_description("ticket.description", &description)),
             Field::Status => {
                 patch.status = match v.check(status_from_proto("ticket.status", status)) {
                     Some(Some(s)) => Some(s),
@@ -316,15 +283,12 @@ fn validate_update(
                     None => None,
                 }
             }
-            Field::AssigneeId => {
-                patch.assignee_id = v.check(parse_optional_id("ticket.assignee_id", &assignee_id))
-            }
+            Field::AssigneeId => patch.assignee_id = v.check(parse_optional_id("ticket.assignee_id", &assignee_id)),
             Field::Tags => patch.tags = v.check_many(validate_tags("ticket.tags", &tags)),
         }
     }
     v.finish()?;
-    let id =
-        id.ok_or_else(|| AppError::internal(anyhow::anyhow!("validation passed without an id")))?;
+    let id = id.ok_or_else(|| AppError::internal(anyhow::anyhow!("validation passed without an id")))?;
     Ok((id, (!etag.is_empty()).then_some(etag), patch))
 }
 
@@ -342,9 +306,7 @@ fn validate_list(r: ListTicketsRequest) -> Result<(ListFilter, u32, String), App
     } = r;
     let mut v = Violations::default();
     let size = v.check(model::page_size(page_size));
-    let assignee_id = v
-        .check(parse_optional_id("assignee_id", &assignee_id))
-        .flatten();
+    let assignee_id = v.check(parse_optional_id("assignee_id", &assignee_id)).flatten();
     let mut parsed_statuses = Vec::new();
     for (i, s) in statuses.iter().enumerate() {
         match v.check(status_from_proto(&format!("statuses[{i}]"), *s)) {
@@ -405,18 +367,12 @@ fn validate_list(r: ListTicketsRequest) -> Result<(ListFilter, u32, String), App
 }
 
 fn ctx_of(principal: crate::tenancy::Principal, deadline: Option<std::time::Instant>) -> Ctx {
-    Ctx {
-        principal,
-        deadline,
-    }
+    Ctx { principal, deadline }
 }
 
 #[tonic::async_trait]
 impl tickets_service_server::TicketsService for TicketsGrpc {
-    async fn get_ticket(
-        &self,
-        req: Request<GetTicketRequest>,
-    ) -> Result<Response<GetTicketResponse>, Status> {
+    async fn get_ticket(&self, req: Request<GetTicketRequest>) -> Result<Response<GetTicketResponse>, Status> {
         let (principal, deadline, rid) = context(&req)?;
         let GetTicketRequest { id } = req.into_inner();
         run(&rid, async {
@@ -430,10 +386,7 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
         .await
     }
 
-    async fn list_tickets(
-        &self,
-        req: Request<ListTicketsRequest>,
-    ) -> Result<Response<ListTicketsResponse>, Status> {
+    async fn list_tickets(&self, req: Request<ListTicketsRequest>) -> Result<Response<ListTicketsResponse>, Status> {
         let (principal, deadline, rid) = context(&req)?;
         let r = req.into_inner();
         run(&rid, async {
@@ -451,19 +404,13 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
         .await
     }
 
-    async fn create_ticket(
-        &self,
-        req: Request<CreateTicketRequest>,
-    ) -> Result<Response<CreateTicketResponse>, Status> {
+    async fn create_ticket(&self, req: Request<CreateTicketRequest>) -> Result<Response<CreateTicketResponse>, Status> {
         let (principal, deadline, rid) = context(&req)?;
         let CreateTicketRequest { ticket, request_id } = req.into_inner();
         run(&rid, async {
             let (new, request_id) = validate_create(ticket, &request_id)?;
             authorize(&principal, Permission::TicketsWrite)?;
-            let t = self
-                .svc
-                .create(&ctx_of(principal, deadline), new, request_id)
-                .await?;
+            let t = self.svc.create(&ctx_of(principal, deadline), new, request_id).await?;
             Ok(CreateTicketResponse {
                 ticket: Some(to_proto(t)),
             })
@@ -471,15 +418,9 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
         .await
     }
 
-    async fn update_ticket(
-        &self,
-        req: Request<UpdateTicketRequest>,
-    ) -> Result<Response<UpdateTicketResponse>, Status> {
+    async fn update_ticket(&self, req: Request<UpdateTicketRequest>) -> Result<Response<UpdateTicketResponse>, Status> {
         let (principal, deadline, rid) = context(&req)?;
-        let UpdateTicketRequest {
-            ticket,
-            update_mask,
-        } = req.into_inner();
+        let UpdateTicketRequest { ticket, update_mask } = req.into_inner();
         run(&rid, async {
             let (id, etag, patch) = validate_update(ticket, update_mask)?;
             authorize(&principal, Permission::TicketsWrite)?;
@@ -494,10 +435,7 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
         .await
     }
 
-    async fn delete_ticket(
-        &self,
-        req: Request<DeleteTicketRequest>,
-    ) -> Result<Response<DeleteTicketResponse>, Status> {
+    async fn delete_ticket(&self, req: Request<DeleteTicketRequest>) -> Result<Response<DeleteTicketResponse>, Status> {
         let (principal, deadline, rid) = context(&req)?;
         let DeleteTicketRequest { id, etag } = req.into_inner();
         run(&rid, async {

@@ -211,11 +211,7 @@ impl NewTicket {
 pub fn validate_title(field: &str, raw: &str) -> Result<String, FieldViolation> {
     let t = raw.trim();
     if t.is_empty() {
-        return Err(FieldViolation::new(
-            field,
-            "REQUIRED",
-            "the title is required",
-        ));
+        return Err(FieldViolation::new(field, "REQUIRED", "the title is required"));
     }
     if t.chars().count() > TITLE_MAX_CHARS {
         return Err(FieldViolation::new(
@@ -483,10 +479,8 @@ impl ListFilter {
             statuses.join(","),
             self.priority.map(Priority::as_str),
             self.tag,
-            self.create_time_start
-                .map(|t| t.unix_timestamp_nanos() / 1000),
-            self.create_time_end
-                .map(|t| t.unix_timestamp_nanos() / 1000),
+            self.create_time_start.map(|t| t.unix_timestamp_nanos() / 1000),
+            self.create_time_end.map(|t| t.unix_timestamp_nanos() / 1000),
             self.order.field,
             self.order.desc
         )
@@ -520,20 +514,13 @@ mod tests {
             assignee_id: None,
             tags: vec![],
         }
-        .into_ticket(
-            Uuid::now_v7(),
-            UserId(Uuid::now_v7()),
-            datetime!(2026-01-01 0:00 UTC),
-        )
+        .into_ticket(Uuid::now_v7(), UserId(Uuid::now_v7()), datetime!(2026-01-01 0:00 UTC))
     }
 
     #[test]
     fn titles() {
         assert_eq!(validate_title("f", "  hi  ").as_deref(), Ok("hi"));
-        assert_eq!(
-            validate_title("f", "   ").map_err(|v| v.reason),
-            Err("REQUIRED")
-        );
+        assert_eq!(validate_title("f", "   ").map_err(|v| v.reason), Err("REQUIRED"));
         assert!(validate_title("f", &"x".repeat(200)).is_ok());
         assert_eq!(
             validate_title("f", &"x".repeat(201)).map_err(|v| v.reason),
@@ -546,10 +533,7 @@ mod tests {
     #[test]
     fn tags_are_normalised() {
         let raw = vec![" b".to_string(), "a".into(), "b".into()];
-        assert_eq!(
-            validate_tags("tags", &raw),
-            Ok(vec!["a".to_string(), "b".to_string()])
-        );
+        assert_eq!(validate_tags("tags", &raw), Ok(vec!["a".to_string(), "b".to_string()]));
         let too_many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
         assert_eq!(
             validate_tags("tags", &too_many).map_err(|v| v[0].reason),

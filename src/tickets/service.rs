@@ -49,8 +49,7 @@ const CREATE_OPERATION: &str = "tickets.create";
 /// what is stored.
 fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
-        .unwrap_or(t)
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
 }
 
 fn not_found(id: Uuid) -> AppError {
@@ -79,11 +78,7 @@ impl TicketsService {
         .await
     }
 
-    async fn check_assignee(
-        tx: &mut TenantTx,
-        field: &str,
-        assignee: Option<Uuid>,
-    ) -> Result<(), AppError> {
+    async fn check_assignee(tx: &mut TenantTx, field: &str, assignee: Option<Uuid>) -> Result<(), AppError> {
         if let Some(a) = assignee {
             let tenant = tx.tenant();
             if !users::store::user_exists(tx.conn(), tenant, UserId(a)).await? {
@@ -123,8 +118,7 @@ impl TicketsService {
         };
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
-        let mut tickets =
-            store::list(tx.conn(), tenant, filter, after, i64::from(page_size) + 1).await?;
+        let mut tickets = store::list(tx.conn(), tenant, filter, after, i64::from(page_size) + 1).await?;
         tx.commit().await?;
         let next_page_token = if tickets.len() > page_size as usize {
             tickets.truncate(page_size as usize);
@@ -134,13 +128,7 @@ impl TicketsService {
                     OrderField::UpdateTime => last.update_time,
                 };
                 let micros = (at.unix_timestamp_nanos() / 1000) as i64;
-                self.tokens.encode(
-                    &fp,
-                    Cursor {
-                        micros,
-                        id: last.id,
-                    },
-                )
+                self.tokens.encode(&fp, Cursor { micros, id: last.id })
             })
         } else {
             None
@@ -152,12 +140,7 @@ impl TicketsService {
     }
 
     /// CreateTicket, idempotent per `request_id` for 24 hours.
-    pub async fn create(
-        &self,
-        ctx: &Ctx,
-        new: NewTicket,
-        request_id: Option<Uuid>,
-    ) -> Result<Ticket, AppError> {
+    pub async fn create(&self, ctx: &Ctx, new: NewTicket, request_id: Option<Uuid>) -> Result<Ticket, AppError> {
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
         Self::check_assignee(&mut tx, "ticket.assignee_id", new.assignee_id).await?;
@@ -165,21 +148,9 @@ impl TicketsService {
         let ticket = new.into_ticket(Uuid::now_v7(), ctx.principal.user_id, now());
         if let Some(rid) = request_id {
             let response = serde_json::to_value(&ticket).map_err(AppError::internal)?;
-            match store::claim_idempotency_key(
-                tx.conn(),
-                tenant,
-                CREATE_OPERATION,
-                rid,
-                &digest,
-                &response,
-            )
-            .await?
-            {
+            match store::claim_idempotency_key(tx.conn(), tenant, CREATE_OPERATION, rid, &digest, &response).await? {
                 Claim::Claimed => {}
-                Claim::Existing {
-                    request_hash,
-                    response,
-                } => {
+                Claim::Existing { request_hash, response } => {
                     tx.commit().await?;
                     if request_hash != digest {
                         return Err(AppError::invalid(

@@ -31,16 +31,13 @@ struct Row {
 impl TryFrom<Row> for Ticket {
     type Error = sqlx::Error;
     fn try_from(r: Row) -> Result<Self, Self::Error> {
-        let decode = |what: &str, v: &str| {
-            sqlx::Error::Decode(format!("unknown ticket {what} `{v}`").into())
-        };
+        let decode = |what: &str, v: &str| sqlx::Error::Decode(format!("unknown ticket {what} `{v}`").into());
         Ok(Ticket {
             id: r.id,
             title: r.title,
             description: r.description,
             status: Status::parse(&r.status).ok_or_else(|| decode("status", &r.status))?,
-            priority: Priority::parse(&r.priority)
-                .ok_or_else(|| decode("priority", &r.priority))?,
+            priority: Priority::parse(&r.priority).ok_or_else(|| decode("priority", &r.priority))?,
             assignee_id: r.assignee_id,
             reporter_id: r.reporter_id,
             tags: r.tags,
@@ -53,11 +50,7 @@ impl TryFrom<Row> for Ticket {
 }
 
 /// Inserts a new ticket.
-pub async fn insert(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    t: &Ticket,
-) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut PgConnection, tenant: TenantId, t: &Ticket) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into tickets (tenant_id, id, title, description, status, priority, assignee_id, reporter_id, \
                               tags, create_time, update_time, resolve_time, version) \
@@ -97,20 +90,12 @@ pub async fn get(
                 create_time, update_time, resolve_time, version \
          from tickets where tenant_id = $1 and id = $2"
     };
-    let row: Option<Row> = sqlx::query_as(sql)
-        .bind(tenant.0)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<Row> = sqlx::query_as(sql).bind(tenant.0).bind(id).fetch_optional(conn).await?;
     row.map(Ticket::try_from).transpose()
 }
 
 /// Writes every mutable field of `t`.
-pub async fn update(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    t: &Ticket,
-) -> Result<(), sqlx::Error> {
+pub async fn update(conn: &mut PgConnection, tenant: TenantId, t: &Ticket) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update tickets set title = $3, description = $4, status = $5, priority = $6, assignee_id = $7, \
                 tags = $8, update_time = $9, resolve_time = $10, version = $11 \
@@ -133,11 +118,7 @@ pub async fn update(
 }
 
 /// Deletes a ticket; whether it existed.
-pub async fn delete(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
+pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<bool, sqlx::Error> {
     let res = sqlx::query("delete from tickets where tenant_id = $1 and id = $2")
         .bind(tenant.0)
         .bind(id)
@@ -169,9 +150,7 @@ pub async fn list(
         q.push(" and priority = ").push_bind(p.as_str());
     }
     if let Some(tag) = &filter.tag {
-        q.push(" and tags @> array[")
-            .push_bind(tag.clone())
-            .push("]::text[]");
+        q.push(" and tags @> array[").push_bind(tag.clone()).push("]::text[]");
     }
     if let Some(t) = filter.create_time_start {
         q.push(" and create_time >= ").push_bind(t);
@@ -184,11 +163,7 @@ pub async fn list(
         OrderField::CreateTime => "create_time",
         OrderField::UpdateTime => "update_time",
     };
-    let (cmp, dir) = if filter.order.desc {
-        ("<", "desc")
-    } else {
-        (">", "asc")
-    };
+    let (cmp, dir) = if filter.order.desc { ("<", "desc") } else { (">", "asc") };
     if let Some(c) = after {
         let ts = OffsetDateTime::from_unix_timestamp_nanos(i128::from(c.micros) * 1000)
             .map_err(|e| sqlx::Error::Encode(e.into()))?;
@@ -256,8 +231,5 @@ pub async fn claim_idempotency_key(
     .bind(request_id)
     .fetch_one(conn)
     .await?;
-    Ok(Claim::Existing {
-        request_hash,
-        response,
-    })
+    Ok(Claim::Existing { request_hash, response })
 }

@@ -39,9 +39,7 @@ impl FromStr for Role {
             "admin" => Ok(Role::Admin),
             "agent" => Ok(Role::Agent),
             "viewer" => Ok(Role::Viewer),
-            other => Err(format!(
-                "unknown role `{other}` (expected admin, agent or viewer)"
-            )),
+            other => Err(format!("unknown role `{other}` (expected admin, agent or viewer)")),
         }
     }
 }
@@ -66,20 +64,13 @@ pub fn normalize_email(raw: &str) -> Result<String, FieldViolation> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 320
         && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
         })
         && !email.chars().any(char::is_whitespace);
     if valid {
         Ok(email)
     } else {
-        Err(FieldViolation::new(
-            "email",
-            "INVALID_EMAIL",
-            "not an e-mail address",
-        ))
+        Err(FieldViolation::new("email", "INVALID_EMAIL", "not an e-mail address"))
     }
 }
 
@@ -89,10 +80,7 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            normalize_email("  Ann@Example.COM ").as_deref(),
-            Ok("ann@example.com")
-        );
+        assert_eq!(normalize_email("  Ann@Example.COM ").as_deref(), Ok("ann@example.com"));
         assert!(normalize_email("ann").is_err());
         assert!(normalize_email("@example.com").is_err());
         assert!(normalize_email("ann@localhost").is_err());

@@ -62,11 +62,7 @@ fn hmac_sha512(key: &[u8], msg: &[u8]) -> Vec<u8> {
 
 /// A compact JWS built by hand: `sign` gets the signing input and returns the
 /// raw signature (empty for an unsigned token).
-fn hand_token(
-    header: &serde_json::Value,
-    claims: &serde_json::Value,
-    sign: impl FnOnce(&[u8]) -> Vec<u8>,
-) -> String {
+fn hand_token(header: &serde_json::Value, claims: &serde_json::Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
     let input = format!(
         "{}.{}",
         b64(header.to_string().as_bytes()),
@@ -84,19 +80,13 @@ fn hand_hs256(claims: &serde_json::Value) -> String {
 }
 
 /// ListTickets with `authorization` set to exactly `value` (or absent).
-async fn list_with(
-    app: &TestApp,
-    authorization: Option<&str>,
-) -> Result<pb::ListTicketsResponse, Status> {
+async fn list_with(app: &TestApp, authorization: Option<&str>) -> Result<pb::ListTicketsResponse, Status> {
     let mut req = Request::new(pb::ListTicketsRequest::default());
     if let Some(v) = authorization {
         req.metadata_mut()
             .insert("authorization", v.parse().expect("metadata value"));
     }
-    app.tickets()
-        .list_tickets(req)
-        .await
-        .map(|r| r.into_inner())
+    app.tickets().list_tickets(req).await.map(|r| r.into_inner())
 }
 
 /// ListTickets with a bearer token.
@@ -127,10 +117,7 @@ fn assert_unauthenticated(status: &Status, expected: &str, secrets: &[&str]) {
                 !status.message().contains(part),
                 "message echoes the credential: {status:?}"
             );
-            assert!(
-                !details_text.contains(part),
-                "details echo the credential: {status:?}"
-            );
+            assert!(!details_text.contains(part), "details echo the credential: {status:?}");
             assert!(
                 !metadata_text.contains(part),
                 "metadata echoes the credential: {status:?}"
@@ -261,23 +248,13 @@ async fn payload_altered_after_signing_is_signature_invalid() {
     let payload = URL_SAFE_NO_PAD.decode(parts[1]).expect("payload b64");
     let mut claims: serde_json::Value = serde_json::from_slice(&payload).expect("payload json");
     claims["sub"] = json!(admin.user.to_string());
-    let tampered = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64(claims.to_string().as_bytes()),
-        parts[2]
-    );
+    let tampered = format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2]);
     assert_token_refused(&app, &tampered, "TOKEN_SIGNATURE_INVALID").await;
 
     // Extending the expiry is caught the same way.
     let mut claims: serde_json::Value = serde_json::from_slice(&payload).expect("payload json");
     claims["exp"] = json!(now() + 10 * 365 * 24 * 3600);
-    let extended = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64(claims.to_string().as_bytes()),
-        parts[2]
-    );
+    let extended = format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2]);
     assert_token_refused(&app, &extended, "TOKEN_SIGNATURE_INVALID").await;
 }
 
@@ -298,9 +275,7 @@ async fn alg_none_is_algorithm_rejected() {
     let app = spawn_app().await;
     let alice = app.caller(Role::Admin).await;
     let claims = serde_json::to_value(claims_for(&app, &alice)).expect("claims json");
-    let unsigned = hand_token(&json!({"alg": "none", "typ": "JWT"}), &claims, |_| {
-        Vec::new()
-    });
+    let unsigned = hand_token(&json!({"alg": "none", "typ": "JWT"}), &claims, |_| Vec::new());
     assert!(unsigned.ends_with('.'), "empty signature: {unsigned}");
     assert_token_refused(&app, &unsigned, "TOKEN_ALGORITHM_REJECTED").await;
 }
@@ -324,9 +299,7 @@ async fn other_algorithms_are_algorithm_rejected() {
     assert_token_refused(&app, &rs256, "TOKEN_ALGORITHM_REJECTED").await;
 
     // An RS256 header with an RSA-sized garbage signature.
-    let rs256_junk = hand_token(&json!({"alg": "RS256", "typ": "JWT"}), &claims, |_| {
-        vec![7u8; 256]
-    });
+    let rs256_junk = hand_token(&json!({"alg": "RS256", "typ": "JWT"}), &claims, |_| vec![7u8; 256]);
     assert_token_refused(&app, &rs256_junk, "TOKEN_ALGORITHM_REJECTED").await;
 }
 
@@ -424,9 +397,7 @@ async fn deactivated_user_is_user_inactive() {
 
     assert_token_refused(&app, &alice.token, "USER_INACTIVE").await;
     // The tenant itself is fine: an active colleague is served.
-    list_as(&app, &colleague.token)
-        .await
-        .expect("active colleague");
+    list_as(&app, &colleague.token).await.expect("active colleague");
 }
 
 #[tokio::test]
@@ -478,45 +449,30 @@ async fn rejections_never_echo_the_token() {
 
 #[tokio::test]
 async fn health_check_needs_no_credential() {
-    use tonic_health::pb::{
-        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-    };
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let app = spawn_app().await;
     let mut health = HealthClient::new(app.channel.clone());
 
     let overall = health
-        .check(Request::new(HealthCheckRequest {
-            service: String::new(),
-        }))
+        .check(Request::new(HealthCheckRequest { service: String::new() }))
         .await
         .expect("health check without credential")
         .into_inner();
     assert_eq!(overall.status(), ServingStatus::Serving);
 
     // A garbage credential does not matter on a public path either.
-    let mut req = Request::new(HealthCheckRequest {
-        service: String::new(),
-    });
+    let mut req = Request::new(HealthCheckRequest { service: String::new() });
     req.metadata_mut()
         .insert("authorization", "Bearer garbage".parse().expect("value"));
-    health
-        .check(req)
-        .await
-        .expect("health check ignores credentials");
+    health.check(req).await.expect("health check ignores credentials");
 
     // Watch streams without a credential too.
     let mut stream = health
-        .watch(Request::new(HealthCheckRequest {
-            service: String::new(),
-        }))
+        .watch(Request::new(HealthCheckRequest { service: String::new() }))
         .await
         .expect("watch without credential")
         .into_inner();
-    let first = stream
-        .message()
-        .await
-        .expect("watch stream")
-        .expect("a first status");
+    let first = stream.message().await.expect("watch stream").expect("a first status");
     assert_eq!(first.status(), ServingStatus::Serving);
 }
 

@@ -56,9 +56,7 @@ async fn bootstrap_commands_create_a_working_caller() {
     uuid::Uuid::parse_str(&user).expect("user id is a UUID");
     let token = stdout_line(&deskd(
         &app,
-        &[
-            "token", "mint", "--tenant", &tenant, "--user", &user, "--ttl", "10m",
-        ],
+        &["token", "mint", "--tenant", &tenant, "--user", &user, "--ttl", "10m"],
     ));
     assert_eq!(token.split('.').count(), 3, "a compact JWT");
 
@@ -101,9 +99,7 @@ async fn bootstrap_commands_create_a_working_caller() {
         let tenant = tenant.clone();
         let db = app.db.owner_url();
         async move {
-            let mut conn = sqlx::postgres::PgConnection::connect(&db)
-                .await
-                .expect("connect");
+            let mut conn = sqlx::postgres::PgConnection::connect(&db).await.expect("connect");
             let s: String = sqlx::query_scalar("select status from tenants where id = $1::uuid")
                 .bind(&tenant)
                 .fetch_one(&mut conn)
@@ -116,19 +112,12 @@ async fn bootstrap_commands_create_a_working_caller() {
     assert_eq!(status(&app).await, "suspended");
     stdout_line_empty(&deskd(&app, &["tenant", "activate", &tenant]));
     assert_eq!(status(&app).await, "active");
-    let missing = deskd(
-        &app,
-        &["tenant", "suspend", &uuid::Uuid::now_v7().to_string()],
-    );
+    let missing = deskd(&app, &["tenant", "suspend", &uuid::Uuid::now_v7().to_string()]);
     assert!(!missing.status.success());
 }
 
 fn stdout_line_empty(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty());
 }
 
@@ -224,4 +213,69 @@ fn every_command_explains_itself() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage:"), "{args:?}: {text}");
     }
+}
+
+#[tokio::test]
+async fn operator_commands_work_with_a_non_superuser_owner() {
+    let db = TestDb::create().await;
+    let role = format!("deskd_t_own_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut admin = sqlx::postgres::PgConnection::connect_with(&admin_options())
+        .await
+        .expect("admin");
+    for stmt in [
+        format!("create role {role} login createrole"),
+        format!("alter database \"{}\" owner to {role}", db.name),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut admin)
+            .await
+            .expect("set-up");
+    }
+    let mut owner = db.owner_conn().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "grant create, usage on schema public to {role}"
+    )))
+    .execute(&mut owner)
+    .await
+    .expect("schema grant");
+
+    let (host, port) = pg_host_port();
+    let run = |args: &[&str]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Command::new(env!("CARGO_BIN_EXE_deskd"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("DESKD_DATABASE_URL", db.app_url())
+            .env(
+                "DESKD_DATABASE_OWNER_URL",
+                format!("postgres://{role}@{host}:{port}/{}", db.name),
+            )
+            .env("DESKD_JWT_SECRET", JWT_SECRET)
+            .output()
+            .expect("run deskd")
+    };
+    // FORCE'd RLS binds this owner too: the commands must set the context.
+    let tenant = stdout_line(&run(&["tenant", "create", "Owned by a plain role"]));
+    let user = stdout_line(&run(&[
+        "user", "create", "--tenant", &tenant, "--email", "a@b.io", "--role", "admin",
+    ]));
+    uuid::Uuid::parse_str(&user).expect("user id");
+    stdout_line_empty(&run(&["tenant", "suspend", &tenant]));
+
+    for stmt in [
+        format!("reassign owned by {role} to postgres"),
+        format!("drop owned by {role}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut owner)
+            .await
+            .expect("clean-up");
+    }
+    let _ = owner.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("drop role {role}")))
+        .execute(&mut admin)
+        .await
+        .expect("drop role");
+    let _ = admin.close().await;
 }

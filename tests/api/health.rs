@@ -4,17 +4,13 @@ use std::time::Duration;
 
 use deskd::{proto::tickets::v1 as pb, users::model::Role};
 use secrecy::SecretString;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::{helpers::*, proxy::Proxy};
 
 const TICKETS: &str = "deskd.tickets.v1.TicketsService";
 
-async fn next_status(
-    stream: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
-) -> ServingStatus {
+async fn next_status(stream: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>) -> ServingStatus {
     let msg = tokio::time::timeout(Duration::from_secs(20), stream.message())
         .await
         .expect("health status within 20 s")

@@ -18,9 +18,7 @@ use deskd::{
     users::model::{Role, User},
 };
 use secrecy::SecretString;
-use sqlx::{
-    AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool, postgres::PgConnectOptions,
-};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
@@ -64,10 +62,7 @@ impl TestDb {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let rand = Uuid::new_v4().simple().to_string();
         let name = format!("deskd_t_{now}_{}_{n}_{}", std::process::id(), &rand[..8]);
-        let mut conn = admin_options()
-            .connect()
-            .await
-            .expect("connect as postgres");
+        let mut conn = admin_options().connect().await.expect("connect as postgres");
         sweep_stale(&mut conn, now).await;
         sqlx::query(AssertSqlSafe(format!("create database \"{name}\"")))
             .execute(&mut conn)
@@ -88,12 +83,7 @@ impl TestDb {
     }
 
     pub fn app_url_via(&self, addr: SocketAddr) -> String {
-        format!(
-            "postgres://{APP_ROLE}@{}:{}/{}",
-            addr.ip(),
-            addr.port(),
-            self.name
-        )
+        format!("postgres://{APP_ROLE}@{}:{}/{}", addr.ip(), addr.port(), self.name)
     }
 
     pub async fn owner_conn(&self) -> PgConnection {
@@ -119,12 +109,11 @@ impl TestDb {
 
 /// Drops test databases left behind by crashed runs more than 2 hours ago.
 async fn sweep_stale(conn: &mut PgConnection, now: u64) {
-    let names: Vec<String> = sqlx::query_scalar(
-        "select datname::text from pg_database where datname like 'deskd\\_t\\_%'",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap_or_default();
+    let names: Vec<String> =
+        sqlx::query_scalar("select datname::text from pg_database where datname like 'deskd\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
     for name in names {
         let ts = name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok());
         if ts.is_some_and(|t| t + 7200 < now) {
@@ -143,9 +132,7 @@ impl Drop for TestDb {
         // Drop runs inside the test's runtime: do the async work on a thread
         // of its own and wait for it.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
                     if let Ok(mut conn) = admin_options().connect().await {
@@ -204,9 +191,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&db);
     tweak(&mut config);
-    let app = Application::build(config.clone())
-        .await
-        .expect("build application");
+    let app = Application::build(config.clone()).await.expect("build application");
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -274,9 +259,7 @@ impl TestApp {
     }
 
     pub fn token(&self, tenant: TenantId, user: UserId) -> String {
-        self.keys
-            .mint(tenant, user, Duration::from_secs(3600))
-            .expect("mint")
+        self.keys.mint(tenant, user, Duration::from_secs(3600)).expect("mint")
     }
 
     /// Signs arbitrary claims with the server's secret.
@@ -286,9 +269,7 @@ impl TestApp {
 
     /// A new tenant with one user of `role`.
     pub async fn caller(&self, role: Role) -> Caller {
-        let tenant = self
-            .create_tenant(&format!("tenant {}", Uuid::new_v4()))
-            .await;
+        let tenant = self.create_tenant(&format!("tenant {}", Uuid::new_v4())).await;
         let user = self.create_user(tenant, role).await;
         Caller {
             tenant,

@@ -22,10 +22,7 @@ async fn assert_refused(db: &TestDb, role: &str, why: &str) {
     };
     assert!(err.contains("refusing to serve"), "{err}");
     assert!(err.contains(why), "{err}");
-    assert!(
-        err.contains("DESKD_DATABASE_URL"),
-        "says how to fix it: {err}"
-    );
+    assert!(err.contains("DESKD_DATABASE_URL"), "says how to fix it: {err}");
 }
 
 #[tokio::test]
@@ -63,15 +60,10 @@ async fn refuses_to_serve_as_a_role_that_bypasses_rls() {
         .execute(&mut conn)
         .await
         .expect("restore owner");
-    Application::build(cfg)
-        .await
-        .expect("the app role is accepted");
+    Application::build(cfg).await.expect("the app role is accepted");
 
     for stmt in [
-        format!(
-            "revoke connect on database \"{}\" from {bypass}, {owner}",
-            db.name
-        ),
+        format!("revoke connect on database \"{}\" from {bypass}, {owner}", db.name),
         format!("drop role {bypass}"),
         format!("drop role {owner}"),
     ] {
@@ -123,13 +115,12 @@ async fn lock_ticket(app: &TestApp, id: &str) -> sqlx::Transaction<'static, sqlx
 async fn wait_for_lock_waiters(app: &TestApp, want: i64) {
     let mut conn = app.db.owner_conn().await;
     for _ in 0..1000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock'",
-        )
-        .bind(&app.db.name)
-        .fetch_one(&mut conn)
-        .await
-        .expect("pg_stat_activity");
+        let waiting: i64 =
+            sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock'")
+                .bind(&app.db.name)
+                .fetch_one(&mut conn)
+                .await
+                .expect("pg_stat_activity");
         if waiting == want {
             return;
         }
@@ -173,10 +164,7 @@ async fn client_deadline_bounds_database_work() {
     // expiry as CANCELLED; the server's answer (DEADLINE_EXCEEDED) is checked
     // without a client timer in `server_maximum_duration_answers_deadline_exceeded`.
     assert!(
-        matches!(
-            err.code(),
-            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-        ),
+        matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
         "{err:?}"
     );
     // The server abandoned the database work while the lock is still held:
@@ -186,19 +174,13 @@ async fn client_deadline_bounds_database_work() {
     lock.rollback().await.expect("release");
     let got = app
         .tickets()
-        .get_ticket(authed(
-            &caller.token,
-            pb::GetTicketRequest { id: t.id.clone() },
-        ))
+        .get_ticket(authed(&caller.token, pb::GetTicketRequest { id: t.id.clone() }))
         .await
         .expect("get")
         .into_inner()
         .ticket
         .expect("ticket");
-    assert_eq!(
-        got.title, "original",
-        "the timed-out update must not have been applied"
-    );
+    assert_eq!(got.title, "original", "the timed-out update must not have been applied");
 }
 
 #[tokio::test]
@@ -227,11 +209,7 @@ async fn graceful_shutdown_lets_an_in_flight_rpc_finish() {
     let mut client = app.tickets();
     let token = caller.token.clone();
     let id = t.id.clone();
-    let in_flight = tokio::spawn(async move {
-        client
-            .update_ticket(authed(&token, retitle(&id, "finished")))
-            .await
-    });
+    let in_flight = tokio::spawn(async move { client.update_ticket(authed(&token, retitle(&id, "finished"))).await });
     wait_for_lock_waiter(&app).await;
 
     // SIGTERM equivalent while the RPC is blocked inside its transaction.
@@ -241,10 +219,7 @@ async fn graceful_shutdown_lets_an_in_flight_rpc_finish() {
     let server = tokio::spawn(server);
     lock.commit().await.expect("release");
     // ...and the RPC completes normally.
-    let res = in_flight
-        .await
-        .expect("join")
-        .expect("the in-flight RPC succeeds");
+    let res = in_flight.await.expect("join").expect("the in-flight RPC succeeds");
     assert_eq!(res.into_inner().ticket.expect("ticket").title, "finished");
     server
         .await
@@ -264,11 +239,7 @@ async fn shutdown_grace_period_bounds_the_drain() {
     let mut client = app.tickets();
     let token = caller.token.clone();
     let id = t.id.clone();
-    let in_flight = tokio::spawn(async move {
-        client
-            .update_ticket(authed(&token, retitle(&id, "never")))
-            .await
-    });
+    let in_flight = tokio::spawn(async move { client.update_ticket(authed(&token, retitle(&id, "never"))).await });
     wait_for_lock_waiter(&app).await;
     // The RPC stays blocked; shutdown still completes after the grace period.
     tokio::time::timeout(Duration::from_secs(10), app.shutdown())
@@ -289,19 +260,12 @@ async fn load_shed_answers_resource_exhausted_at_once() {
     let mut client = app.tickets();
     let token = caller.token.clone();
     let id = t.id.clone();
-    let blocked = tokio::spawn(async move {
-        client
-            .update_ticket(authed(&token, retitle(&id, "later")))
-            .await
-    });
+    let blocked = tokio::spawn(async move { client.update_ticket(authed(&token, retitle(&id, "later"))).await });
     wait_for_lock_waiter(&app).await;
 
     let err = app
         .tickets()
-        .get_ticket(authed(
-            &caller.token,
-            pb::GetTicketRequest { id: t.id.clone() },
-        ))
+        .get_ticket(authed(&caller.token, pb::GetTicketRequest { id: t.id.clone() }))
         .await
         .expect_err("shed");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
@@ -312,11 +276,19 @@ async fn load_shed_answers_resource_exhausted_at_once() {
         "RetryInfo tells clients to back off"
     );
 
-    lock.commit().await.expect("release");
-    blocked
+    // Health checks are never shed: a busy replica is not a dead one.
+    let health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest::default())
         .await
-        .expect("join")
-        .expect("admitted request completes");
+        .expect("health answers under overload")
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    lock.commit().await.expect("release");
+    blocked.await.expect("join").expect("admitted request completes");
     // Capacity is back.
     app.tickets()
         .get_ticket(authed(&caller.token, pb::GetTicketRequest { id: t.id }))
@@ -338,30 +310,19 @@ async fn pool_exhaustion_answers_unavailable_quickly() {
     let mut client = app.tickets();
     let token = caller.token.clone();
     let id = t.id.clone();
-    let holder = tokio::spawn(async move {
-        client
-            .update_ticket(authed(&token, retitle(&id, "held")))
-            .await
-    });
+    let holder = tokio::spawn(async move { client.update_ticket(authed(&token, retitle(&id, "held"))).await });
     wait_for_lock_waiter(&app).await;
 
     let started = std::time::Instant::now();
     let err = app
         .tickets()
-        .get_ticket(authed(
-            &caller.token,
-            pb::GetTicketRequest { id: t.id.clone() },
-        ))
+        .get_ticket(authed(&caller.token, pb::GetTicketRequest { id: t.id.clone() }))
         .await
         .expect_err("no connection free");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert_eq!(reason(&err), "DEPENDENCY_UNAVAILABLE");
     // Bounded by the acquire timeout, not by the 30 s request maximum.
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 
     lock.commit().await.expect("release");
     holder.await.expect("join").expect("the holder completes");

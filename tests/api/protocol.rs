@@ -49,21 +49,12 @@ impl Decoder for RawDecoder {
     }
 }
 
-async fn raw_call(
-    app: &TestApp,
-    token: &str,
-    path: &'static str,
-    body: Vec<u8>,
-) -> Result<Vec<u8>, Status> {
+async fn raw_call(app: &TestApp, token: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.expect("ready");
-    grpc.unary(
-        authed(token, body),
-        PathAndQuery::from_static(path),
-        RawCodec,
-    )
-    .await
-    .map(|r| r.into_inner())
+    grpc.unary(authed(token, body), PathAndQuery::from_static(path), RawCodec)
+        .await
+        .map(|r| r.into_inner())
 }
 
 #[tokio::test]
@@ -91,14 +82,9 @@ async fn undecodable_request_is_invalid_argument() {
 async fn unknown_method_is_unimplemented() {
     let app = spawn_app().await;
     let caller = app.caller(Role::Agent).await;
-    let err = raw_call(
-        &app,
-        &caller.token,
-        "/deskd.tickets.v1.TicketsService/Explode",
-        vec![],
-    )
-    .await
-    .expect_err("no such method");
+    let err = raw_call(&app, &caller.token, "/deskd.tickets.v1.TicketsService/Explode", vec![])
+        .await
+        .expect_err("no such method");
     assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
 }
 

@@ -33,10 +33,7 @@ async fn principal_limit_answers_resource_exhausted_with_retry_info() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert_eq!(reason(&err), "RATE_LIMITED");
     let d = err.get_error_details();
-    let delay = d
-        .retry_info()
-        .and_then(|r| r.retry_delay)
-        .expect("RetryInfo");
+    let delay = d.retry_info().and_then(|r| r.retry_delay).expect("RetryInfo");
     assert!(
         delay > Duration::from_secs(1000) && delay <= Duration::from_secs(3600),
         "{delay:?}"
@@ -49,10 +46,7 @@ async fn principal_limit_answers_resource_exhausted_with_retry_info() {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .expect("retry-after metadata");
-    assert_eq!(
-        retry_after,
-        delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
-    );
+    assert_eq!(retry_after, delay.as_secs() + u64::from(delay.subsec_nanos() > 0));
 
     // Another principal of the same tenant has its own budget.
     list(&app, &bob).await.expect("bob is not limited by alice");
@@ -77,11 +71,7 @@ async fn tenant_limit_is_shared_by_its_principals() {
     list(&app, &alice).await.expect("3");
     let err = list(&app, &bob).await.expect_err("tenant budget spent");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    let q = err
-        .get_error_details()
-        .quota_failure()
-        .cloned()
-        .expect("QuotaFailure");
+    let q = err.get_error_details().quota_failure().cloned().expect("QuotaFailure");
     assert_eq!(q.violations[0].subject, format!("tenant:{}", alice.tenant));
     // Another tenant is unaffected.
     list(&app, &other).await.expect("other tenant");

@@ -92,12 +92,11 @@ fn sqlstate(err: &sqlx::Error) -> Option<String> {
 
 /// The pool really is the app role, and that role is one RLS applies to.
 async fn assert_app_role(pool: &PgPool) {
-    let (user, is_super, bypass): (String, bool, bool) = sqlx::query_as(
-        "select current_user::text, rolsuper, rolbypassrls from pg_roles where rolname = current_user",
-    )
-    .fetch_one(pool)
-    .await
-    .expect("role");
+    let (user, is_super, bypass): (String, bool, bool) =
+        sqlx::query_as("select current_user::text, rolsuper, rolbypassrls from pg_roles where rolname = current_user")
+            .fetch_one(pool)
+            .await
+            .expect("role");
     assert_eq!(user, APP_ROLE);
     assert!(!is_super && !bypass, "the app role must be subject to RLS");
 }
@@ -108,15 +107,9 @@ async fn tenant_context_confines_unfiltered_reads() {
     let pool = w.app.db.app_pool(2).await;
     assert_app_role(&pool).await;
 
-    for (caller, mine, theirs) in [
-        (&w.a, &w.a_tickets, &w.b_tickets),
-        (&w.b, &w.b_tickets, &w.a_tickets),
-    ] {
+    for (caller, mine, theirs) in [(&w.a, &w.a_tickets, &w.b_tickets), (&w.b, &w.b_tickets, &w.a_tickets)] {
         let mut tx = begin_as(&pool, caller.tenant).await;
-        assert_eq!(
-            count(&mut tx, "tickets").await.expect("count"),
-            mine.len() as i64
-        );
+        assert_eq!(count(&mut tx, "tickets").await.expect("count"), mine.len() as i64);
         let seen: BTreeSet<Uuid> = sqlx::query_scalar("select id from tickets")
             .fetch_all(&mut *tx)
             .await
@@ -209,11 +202,10 @@ async fn tenant_context_does_not_outlive_its_transaction() {
         .await
         .expect("pid");
     assert_eq!(pid, same_pid, "the pool of one must reuse the connection");
-    let setting: Option<String> =
-        sqlx::query_scalar("select current_setting('app.current_tenant_id', true)")
-            .fetch_one(&mut *conn)
-            .await
-            .expect("setting");
+    let setting: Option<String> = sqlx::query_scalar("select current_setting('app.current_tenant_id', true)")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("setting");
     assert!(
         setting.as_deref().unwrap_or("").is_empty(),
         "context survived the commit: {setting:?}"
@@ -265,14 +257,13 @@ async fn inserting_another_tenants_rows_violates_with_check() {
 
     // A user for B under A's context.
     let mut tx = begin_as(&pool, w.a.tenant).await;
-    let err = sqlx::query(
-        "insert into users (tenant_id, id, email, role) values ($1, $2, 'mole@example.com', 'admin')",
-    )
-    .bind(w.b.tenant.0)
-    .bind(Uuid::now_v7())
-    .execute(&mut *tx)
-    .await
-    .expect_err("insert user for another tenant");
+    let err =
+        sqlx::query("insert into users (tenant_id, id, email, role) values ($1, $2, 'mole@example.com', 'admin')")
+            .bind(w.b.tenant.0)
+            .bind(Uuid::now_v7())
+            .execute(&mut *tx)
+            .await
+            .expect_err("insert user for another tenant");
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
     tx.rollback().await.expect("rollback");
 
@@ -328,11 +319,7 @@ async fn inserting_another_tenants_rows_violates_with_check() {
 async fn updating_or_deleting_another_tenants_rows_affects_nothing() {
     let w = world().await;
     let pool = w.app.db.app_pool(1).await;
-    let b_ids: Vec<Uuid> = w
-        .b_tickets
-        .iter()
-        .map(|t| t.id.parse().expect("uuid"))
-        .collect();
+    let b_ids: Vec<Uuid> = w.b_tickets.iter().map(|t| t.id.parse().expect("uuid")).collect();
 
     let mut tx = begin_as(&pool, w.a.tenant).await;
     let updated = sqlx::query("update tickets set title = 'hijacked' where tenant_id = $1")
@@ -369,12 +356,11 @@ async fn updating_or_deleting_another_tenants_rows_affects_nothing() {
 
     // B's data is intact, seen both by the owner and through the API.
     let mut owner = w.app.db.owner_conn().await;
-    let titles: Vec<String> =
-        sqlx::query_scalar("select title from tickets where tenant_id = $1 order by title")
-            .bind(w.b.tenant.0)
-            .fetch_all(&mut owner)
-            .await
-            .expect("titles");
+    let titles: Vec<String> = sqlx::query_scalar("select title from tickets where tenant_id = $1 order by title")
+        .bind(w.b.tenant.0)
+        .fetch_all(&mut owner)
+        .await
+        .expect("titles");
     let mut expected: Vec<String> = w.b_tickets.iter().map(|t| t.title.clone()).collect();
     expected.sort();
     assert_eq!(titles, expected);
@@ -382,10 +368,7 @@ async fn updating_or_deleting_another_tenants_rows_affects_nothing() {
         let got = w
             .app
             .tickets()
-            .get_ticket(authed(
-                &w.b.token,
-                pb::GetTicketRequest { id: t.id.clone() },
-            ))
+            .get_ticket(authed(&w.b.token, pb::GetTicketRequest { id: t.id.clone() }))
             .await
             .expect("B's ticket")
             .into_inner()
@@ -507,8 +490,7 @@ async fn single_connection_pool_under_cancellation_never_mixes_tenants() {
                     match client.clone().list_tickets(req).await {
                         Ok(r) => {
                             let r = r.into_inner();
-                            let seen: BTreeSet<String> =
-                                r.tickets.iter().map(|t| t.id.clone()).collect();
+                            let seen: BTreeSet<String> = r.tickets.iter().map(|t| t.id.clone()).collect();
                             if &seen == ids && r.next_page_token.is_empty() {
                                 Outcome::Ok
                             } else {
@@ -555,27 +537,19 @@ async fn single_connection_pool_under_cancellation_never_mixes_tenants() {
             Outcome::Leak(what) => leaks.push(format!("request {i}: {what}")),
             Outcome::Failed(s) => {
                 *failures.entry(format!("{:?}", s.code())).or_default() += 1;
-                if !matches!(
-                    s.code(),
-                    Code::DeadlineExceeded | Code::Cancelled | Code::Unavailable
-                ) {
+                if !matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled | Code::Unavailable) {
                     unexpected.push(format!("request {i}: {s:?}"));
                 }
             }
         }
     }
-    eprintln!(
-        "stress: {ok} ok ({ok_with_short_deadline} despite a short deadline), failures {failures:?}"
-    );
+    eprintln!("stress: {ok} ok ({ok_with_short_deadline} despite a short deadline), failures {failures:?}");
     assert!(leaks.is_empty(), "cross-tenant rows returned: {leaks:#?}");
     assert!(
         unexpected.is_empty(),
         "failures other than DEADLINE_EXCEEDED/CANCELLED/UNAVAILABLE: {unexpected:#?}"
     );
-    assert!(
-        ok >= 800,
-        "only {ok} of {REQUESTS} succeeded; failures {failures:?}"
-    );
+    assert!(ok >= 800, "only {ok} of {REQUESTS} succeeded; failures {failures:?}");
 
     // Afterwards the single connection is healthy and still confined:
     // each tenant sees exactly its own tickets.

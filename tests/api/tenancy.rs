@@ -27,20 +27,12 @@ fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
 
 async fn get(app: &TestApp, caller: &Caller, id: &str) -> Result<pb::Ticket, Status> {
     app.tickets()
-        .get_ticket(authed(
-            &caller.token,
-            pb::GetTicketRequest { id: id.into() },
-        ))
+        .get_ticket(authed(&caller.token, pb::GetTicketRequest { id: id.into() }))
         .await
         .map(|r| r.into_inner().ticket.expect("ticket in response"))
 }
 
-async fn update_title(
-    app: &TestApp,
-    caller: &Caller,
-    id: &str,
-    etag: &str,
-) -> Result<pb::Ticket, Status> {
+async fn update_title(app: &TestApp, caller: &Caller, id: &str, etag: &str) -> Result<pb::Ticket, Status> {
     app.tickets()
         .update_ticket(authed(
             &caller.token,
@@ -200,9 +192,7 @@ async fn cross_tenant_get_answers_like_a_missing_id() {
     for t in &a_tickets {
         let missing_id = Uuid::now_v7().to_string();
         let foreign = get(&app, &b, &t.id).await.expect_err("A's ticket for B");
-        let missing = get(&app, &b, &missing_id)
-            .await
-            .expect_err("no such ticket");
+        let missing = get(&app, &b, &missing_id).await.expect_err("no such ticket");
         assert_same_not_found(&foreign, &t.id, &missing, &missing_id);
     }
     assert_a_untouched(&app, &a, &a_tickets).await;
@@ -235,12 +225,8 @@ async fn cross_tenant_delete_answers_like_a_missing_id_and_deletes_nothing() {
     for t in &a_tickets {
         for etag in ["", t.etag.as_str()] {
             let missing_id = Uuid::now_v7().to_string();
-            let foreign = delete(&app, &b, &t.id, etag)
-                .await
-                .expect_err("B deleting A's ticket");
-            let missing = delete(&app, &b, &missing_id, etag)
-                .await
-                .expect_err("no such ticket");
+            let foreign = delete(&app, &b, &t.id, etag).await.expect_err("B deleting A's ticket");
+            let missing = delete(&app, &b, &missing_id, etag).await.expect_err("no such ticket");
             assert_same_not_found(&foreign, &t.id, &missing, &missing_id);
         }
     }
@@ -363,19 +349,17 @@ async fn assigning_another_tenants_user_is_assignee_not_found() {
     // Nothing stored: no ticket, and the request_id was not claimed.
     assert_eq!(ids(&list_all(&app, &b, 50).await), ids(&b_tickets));
     let mut owner = app.db.owner_conn().await;
-    let pointing_at_a: i64 =
-        sqlx::query_scalar("select count(*) from tickets where assignee_id = $1")
-            .bind(a.user.0)
-            .fetch_one(&mut owner)
-            .await
-            .expect("count");
+    let pointing_at_a: i64 = sqlx::query_scalar("select count(*) from tickets where assignee_id = $1")
+        .bind(a.user.0)
+        .fetch_one(&mut owner)
+        .await
+        .expect("count");
     assert_eq!(pointing_at_a, 3, "only A's own tickets point at A's user");
-    let keys: i64 =
-        sqlx::query_scalar("select count(*) from idempotency_keys where tenant_id = $1")
-            .bind(b.tenant.0)
-            .fetch_one(&mut owner)
-            .await
-            .expect("count");
+    let keys: i64 = sqlx::query_scalar("select count(*) from idempotency_keys where tenant_id = $1")
+        .bind(b.tenant.0)
+        .fetch_one(&mut owner)
+        .await
+        .expect("count");
     assert_eq!(keys, 0, "a refused create must not claim its request_id");
     // So the same request_id with a legitimate assignee goes through.
     let ok = create(b_colleague.user.to_string(), request_id)
@@ -406,12 +390,11 @@ async fn assigning_another_tenants_user_is_assignee_not_found() {
     assert_field_violation(&status, "ticket.assignee_id", "ASSIGNEE_NOT_FOUND");
     let after = get(&app, &b, &original.id).await.expect("B's ticket");
     assert_eq!(&after, original, "a refused update changed the ticket");
-    let pointing_at_a: i64 =
-        sqlx::query_scalar("select count(*) from tickets where assignee_id = $1")
-            .bind(a.user.0)
-            .fetch_one(&mut owner)
-            .await
-            .expect("count");
+    let pointing_at_a: i64 = sqlx::query_scalar("select count(*) from tickets where assignee_id = $1")
+        .bind(a.user.0)
+        .fetch_one(&mut owner)
+        .await
+        .expect("count");
     assert_eq!(pointing_at_a, 3);
 }
 
@@ -424,10 +407,7 @@ async fn list_with_tenant_header(
     let mut req = authed(&caller.token, pb::ListTicketsRequest::default());
     req.metadata_mut()
         .insert("x-tenant-id", value.parse().expect("metadata value"));
-    app.tickets()
-        .list_tickets(req)
-        .await
-        .map(|r| r.into_inner())
+    app.tickets().list_tickets(req).await.map(|r| r.into_inner())
 }
 
 #[track_caller]
@@ -621,9 +601,7 @@ async fn cross_tenant_requests_leave_a_working_tenant_working() {
     let (a, a_tickets, b, _) = two_tenants(&app).await;
     for t in &a_tickets {
         let _ = get(&app, &b, &t.id).await.expect_err("B get");
-        let _ = update_title(&app, &b, &t.id, "")
-            .await
-            .expect_err("B update");
+        let _ = update_title(&app, &b, &t.id, "").await.expect_err("B update");
         let _ = delete(&app, &b, &t.id, "").await.expect_err("B delete");
     }
     let t = &a_tickets[0];
@@ -651,8 +629,5 @@ async fn cross_tenant_requests_leave_a_working_tenant_working() {
         .await
         .expect("A deletes its ticket");
     let left = ids(&list_all(&app, &a, 50).await);
-    assert_eq!(
-        left,
-        BTreeSet::from([a_tickets[0].id.clone(), a_tickets[2].id.clone()])
-    );
+    assert_eq!(left, BTreeSet::from([a_tickets[0].id.clone(), a_tickets[2].id.clone()]));
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use deskd::{
     proto::tickets::v1::{
-        self as pb, CreateTicketRequest, DeleteTicketRequest, GetTicketRequest, ListTicketsRequest,
-        TicketPriority, TicketStatus, UpdateTicketRequest,
+        self as pb, CreateTicketRequest, DeleteTicketRequest, GetTicketRequest, ListTicketsRequest, TicketPriority,
+        TicketStatus, UpdateTicketRequest,
     },
     tenancy::TenantId,
     users::model::Role,
@@ -72,30 +72,17 @@ async fn try_update_with(
     update_mask: Option<FieldMask>,
 ) -> Result<pb::Ticket, Status> {
     app.tickets()
-        .update_ticket(authed(
-            &caller.token,
-            UpdateTicketRequest {
-                ticket,
-                update_mask,
-            },
-        ))
+        .update_ticket(authed(&caller.token, UpdateTicketRequest { ticket, update_mask }))
         .await
         .map(|r| r.into_inner().ticket.expect("ticket in update response"))
 }
 
-async fn try_update(
-    app: &TestApp,
-    caller: &Caller,
-    ticket: pb::Ticket,
-    paths: &[&str],
-) -> Result<pb::Ticket, Status> {
+async fn try_update(app: &TestApp, caller: &Caller, ticket: pb::Ticket, paths: &[&str]) -> Result<pb::Ticket, Status> {
     try_update_with(app, caller, Some(ticket), mask(paths)).await
 }
 
 async fn update(app: &TestApp, caller: &Caller, ticket: pb::Ticket, paths: &[&str]) -> pb::Ticket {
-    try_update(app, caller, ticket, paths)
-        .await
-        .expect("update ticket")
+    try_update(app, caller, ticket, paths).await.expect("update ticket")
 }
 
 async fn try_delete(app: &TestApp, caller: &Caller, id: &str, etag: &str) -> Result<(), Status> {
@@ -153,10 +140,7 @@ fn violations(status: &Status) -> BTreeSet<(String, String)> {
 fn assert_violations(status: &Status, expected: &[(&str, &str)]) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert_eq!(reason(status), "INVALID_ARGUMENT", "{status:?}");
-    let want: BTreeSet<(String, String)> = expected
-        .iter()
-        .map(|(f, r)| (f.to_string(), r.to_string()))
-        .collect();
+    let want: BTreeSet<(String, String)> = expected.iter().map(|(f, r)| (f.to_string(), r.to_string())).collect();
     assert_eq!(violations(status), want, "{status:?}");
 }
 
@@ -221,9 +205,7 @@ async fn create_then_get_round_trips() {
         .tickets()
         .get_ticket(authed(
             &alice.token,
-            deskd::proto::tickets::v1::GetTicketRequest {
-                id: created.id.clone(),
-            },
+            deskd::proto::tickets::v1::GetTicketRequest { id: created.id.clone() },
         ))
         .await
         .expect("get")
@@ -351,9 +333,7 @@ async fn create_stores_assignee_of_same_tenant() {
 async fn create_without_ticket_is_required() {
     let app = spawn_app().await;
     let alice = app.caller(Role::Agent).await;
-    let err = try_create(&app, &alice, None, "")
-        .await
-        .expect_err("no ticket");
+    let err = try_create(&app, &alice, None, "").await.expect_err("no ticket");
     assert_only_violation(&err, "ticket", "REQUIRED");
     assert_eq!(count_tickets(&app, alice.tenant).await, 0);
 }
@@ -427,10 +407,7 @@ async fn create_description_limit_is_65536_bytes() {
     )
     .await;
     assert_eq!(ok.description.len(), 65_536);
-    assert_eq!(
-        get(&app, &alice, &ok.id).await.description,
-        "d".repeat(65_536)
-    );
+    assert_eq!(get(&app, &alice, &ok.id).await.description, "d".repeat(65_536));
 }
 
 #[tokio::test]
@@ -515,10 +492,7 @@ async fn create_with_invalid_tag_names_its_index() {
     .await;
     assert_violations(
         &err,
-        &[
-            ("ticket.tags[0]", "INVALID_TAG"),
-            ("ticket.tags[2]", "INVALID_TAG"),
-        ],
+        &[("ticket.tags[0]", "INVALID_TAG"), ("ticket.tags[2]", "INVALID_TAG")],
     );
     assert_eq!(count_tickets(&app, alice.tenant).await, 0);
 
@@ -672,9 +646,7 @@ async fn get_another_tenants_ticket_is_not_found() {
     let alice = app.caller(Role::Agent).await;
     let mallory = app.caller(Role::Admin).await;
     let t = create_ticket(&app, &alice, new_ticket("private")).await;
-    let err = try_get(&app, &mallory, &t.id)
-        .await
-        .expect_err("other tenant");
+    let err = try_get(&app, &mallory, &t.id).await.expect_err("other tenant");
     assert_ticket_not_found(&err, &t.id);
 }
 
@@ -939,14 +911,7 @@ async fn update_with_unchanged_values_keeps_etag_and_update_time() {
             tags: vec!["keep".into(), " keep".into()],
             ..t.clone()
         },
-        &[
-            "title",
-            "description",
-            "status",
-            "priority",
-            "assignee_id",
-            "tags",
-        ],
+        &["title", "description", "status", "priority", "assignee_id", "tags"],
     )
     .await;
     assert_eq!(same, t);
@@ -967,13 +932,7 @@ async fn update_status_sets_keeps_and_clears_resolve_time() {
         ..t.clone()
     };
 
-    let in_progress = update(
-        &app,
-        &alice,
-        set_status(&t, TicketStatus::InProgress),
-        &["status"],
-    )
-    .await;
+    let in_progress = update(&app, &alice, set_status(&t, TicketStatus::InProgress), &["status"]).await;
     assert_eq!(in_progress.status, TicketStatus::InProgress as i32);
     assert_eq!(in_progress.resolve_time, None);
 
@@ -988,13 +947,7 @@ async fn update_status_sets_keeps_and_clears_resolve_time() {
     assert!(resolved.resolve_time.is_some());
     assert_eq!(resolved.resolve_time, resolved.update_time);
 
-    let closed = update(
-        &app,
-        &alice,
-        set_status(&resolved, TicketStatus::Closed),
-        &["status"],
-    )
-    .await;
+    let closed = update(&app, &alice, set_status(&resolved, TicketStatus::Closed), &["status"]).await;
     assert_eq!(closed.status, TicketStatus::Closed as i32);
     assert_eq!(
         closed.resolve_time, resolved.resolve_time,
@@ -1002,25 +955,13 @@ async fn update_status_sets_keeps_and_clears_resolve_time() {
     );
     assert!(ts_key(&closed.update_time) > ts_key(&resolved.update_time));
 
-    let reopened = update(
-        &app,
-        &alice,
-        set_status(&closed, TicketStatus::Open),
-        &["status"],
-    )
-    .await;
+    let reopened = update(&app, &alice, set_status(&closed, TicketStatus::Open), &["status"]).await;
     assert_eq!(reopened.status, TicketStatus::Open as i32);
     assert_eq!(reopened.resolve_time, None);
     assert_eq!(get(&app, &alice, &t.id).await, reopened);
 
     // Straight to CLOSED from an open state also sets it.
-    let closed_again = update(
-        &app,
-        &alice,
-        set_status(&reopened, TicketStatus::Closed),
-        &["status"],
-    )
-    .await;
+    let closed_again = update(&app, &alice, set_status(&reopened, TicketStatus::Closed), &["status"]).await;
     assert!(closed_again.resolve_time.is_some());
     assert_eq!(closed_again.resolve_time, closed_again.update_time);
 }
@@ -1190,9 +1131,7 @@ async fn update_with_current_etag_succeeds_and_stale_etag_is_aborted() {
     .expect_err("stale etag");
     assert_error(&err, Code::Aborted, "ETAG_MISMATCH");
     let details = err.get_error_details();
-    let pf = details
-        .precondition_failure()
-        .expect("PreconditionFailure details");
+    let pf = details.precondition_failure().expect("PreconditionFailure details");
     assert_eq!(pf.violations[0].r#type, "ETAG_MISMATCH");
     assert_eq!(get(&app, &alice, &v1.id).await, v2, "nothing changed");
 
@@ -1270,15 +1209,11 @@ async fn delete_removes_ticket_and_second_delete_is_not_found() {
     let keep = create_ticket(&app, &alice, new_ticket("keep")).await;
     let t = create_ticket(&app, &alice, new_ticket("doomed")).await;
 
-    try_delete(&app, &alice, &t.id, "")
-        .await
-        .expect("delete without etag");
+    try_delete(&app, &alice, &t.id, "").await.expect("delete without etag");
     let err = try_get(&app, &alice, &t.id).await.expect_err("gone");
     assert_ticket_not_found(&err, &t.id);
 
-    let err = try_delete(&app, &alice, &t.id, "")
-        .await
-        .expect_err("second delete");
+    let err = try_delete(&app, &alice, &t.id, "").await.expect_err("second delete");
     assert_ticket_not_found(&err, &t.id);
 
     // Only that ticket went.
@@ -1292,23 +1227,17 @@ async fn delete_malformed_unknown_or_foreign_id() {
     let alice = app.caller(Role::Agent).await;
     let mallory = app.caller(Role::Agent).await;
 
-    let err = try_delete(&app, &alice, "not-a-uuid", "")
-        .await
-        .expect_err("malformed");
+    let err = try_delete(&app, &alice, "not-a-uuid", "").await.expect_err("malformed");
     assert_only_violation(&err, "id", "INVALID_ID");
     let err = try_delete(&app, &alice, "", "").await.expect_err("empty");
     assert_only_violation(&err, "id", "REQUIRED");
 
     let id = Uuid::now_v7().to_string();
-    let err = try_delete(&app, &alice, &id, "")
-        .await
-        .expect_err("unknown");
+    let err = try_delete(&app, &alice, &id, "").await.expect_err("unknown");
     assert_ticket_not_found(&err, &id);
 
     let t = create_ticket(&app, &alice, new_ticket("mine")).await;
-    let err = try_delete(&app, &mallory, &t.id, "")
-        .await
-        .expect_err("foreign");
+    let err = try_delete(&app, &mallory, &t.id, "").await.expect_err("foreign");
     assert_ticket_not_found(&err, &t.id);
     assert_eq!(get(&app, &alice, &t.id).await, t);
 }
@@ -1402,14 +1331,9 @@ async fn request_id_reused_for_a_different_request_is_rejected() {
     assert_eq!(get(&app, &alice, &first.id).await, first);
 
     // A fresh request_id creates a new ticket even with the same content.
-    let other = try_create(
-        &app,
-        &alice,
-        Some(new_ticket("first")),
-        &Uuid::new_v4().to_string(),
-    )
-    .await
-    .expect("fresh request_id");
+    let other = try_create(&app, &alice, Some(new_ticket("first")), &Uuid::new_v4().to_string())
+        .await
+        .expect("fresh request_id");
     assert_ne!(other.id, first.id);
     // Without request_id, creates are never deduplicated.
     let a = create_ticket(&app, &alice, new_ticket("first")).await;
@@ -1435,10 +1359,7 @@ async fn request_id_is_scoped_to_the_tenant() {
     assert_eq!(count_tickets(&app, alice.tenant).await, 1);
     assert_eq!(count_tickets(&app, bob.tenant).await, 1);
     assert_eq!(get(&app, &bob, &b.id).await, b);
-    assert_ticket_not_found(
-        &try_get(&app, &bob, &a.id).await.expect_err("isolated"),
-        &a.id,
-    );
+    assert_ticket_not_found(&try_get(&app, &bob, &a.id).await.expect_err("isolated"), &a.id);
 
     // A different request under the same id in tenant B is B's own business.
     let err = try_create(&app, &bob, Some(new_ticket("other")), &request_id)
@@ -1496,9 +1417,7 @@ async fn viewer_can_read_but_not_write() {
     .expect_err("viewer update");
     assert_permission_missing(&err);
 
-    let err = try_delete(&app, &viewer, &t.id, "")
-        .await
-        .expect_err("viewer delete");
+    let err = try_delete(&app, &viewer, &t.id, "").await.expect_err("viewer delete");
     assert_permission_missing(&err);
 
     assert_eq!(get(&app, &agent, &t.id).await, t, "nothing changed");
@@ -1534,10 +1453,7 @@ async fn responses_carry_a_generated_request_id() {
     Uuid::parse_str(&rid2).expect("generated request ids are UUIDs");
     assert_ne!(rid1, rid2, "one id per request");
     let details = err.get_error_details();
-    assert_eq!(
-        details.request_info().expect("RequestInfo").request_id,
-        rid2
-    );
+    assert_eq!(details.request_info().expect("RequestInfo").request_id, rid2);
 }
 
 #[tokio::test]
@@ -1589,10 +1505,7 @@ async fn well_formed_client_request_id_is_echoed() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(x_request_id(err.metadata()), rid);
     assert_eq!(
-        err.get_error_details()
-            .request_info()
-            .expect("RequestInfo")
-            .request_id,
+        err.get_error_details().request_info().expect("RequestInfo").request_id,
         rid
     );
 }
@@ -1612,11 +1525,7 @@ async fn malformed_client_request_id_is_replaced() {
     ] {
         let res = app
             .tickets()
-            .list_tickets(with_request_id(
-                &alice.token,
-                bad,
-                ListTicketsRequest::default(),
-            ))
+            .list_tickets(with_request_id(&alice.token, bad, ListTicketsRequest::default()))
             .await
             .expect("list");
         let got = x_request_id(res.metadata());
@@ -1638,10 +1547,7 @@ async fn malformed_client_request_id_is_replaced() {
         assert_ne!(got, bad);
         Uuid::parse_str(&got).expect("replaced by a generated UUID");
         assert_eq!(
-            err.get_error_details()
-                .request_info()
-                .expect("RequestInfo")
-                .request_id,
+            err.get_error_details().request_info().expect("RequestInfo").request_id,
             got,
             "RequestInfo carries the id actually used"
         );

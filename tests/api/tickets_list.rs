@@ -8,8 +8,8 @@ use std::{
 
 use deskd::{
     proto::tickets::v1::{
-        self as pb, CreateTicketRequest, ListTicketsRequest, ListTicketsResponse, TicketPriority,
-        TicketStatus, UpdateTicketRequest,
+        self as pb, CreateTicketRequest, ListTicketsRequest, ListTicketsResponse, TicketPriority, TicketStatus,
+        UpdateTicketRequest,
     },
     users::model::Role,
 };
@@ -25,11 +25,7 @@ use crate::helpers::*;
 // Private helpers
 // ---------------------------------------------------------------------------
 
-async fn try_list(
-    app: &TestApp,
-    caller: &Caller,
-    req: ListTicketsRequest,
-) -> Result<ListTicketsResponse, Status> {
+async fn try_list(app: &TestApp, caller: &Caller, req: ListTicketsRequest) -> Result<ListTicketsResponse, Status> {
     app.tickets()
         .list_tickets(authed(&caller.token, req))
         .await
@@ -41,9 +37,7 @@ async fn list(app: &TestApp, caller: &Caller, req: ListTicketsRequest) -> ListTi
 }
 
 async fn list_err(app: &TestApp, caller: &Caller, req: ListTicketsRequest) -> Status {
-    try_list(app, caller, req)
-        .await
-        .expect_err("list should fail")
+    try_list(app, caller, req).await.expect_err("list should fail")
 }
 
 /// Every ticket matching `req` (whose page_token is ignored), walking all pages.
@@ -86,11 +80,7 @@ fn assert_only_violation(status: &Status, field: &str, want: &str) {
         .iter()
         .map(|v| (v.field.clone(), v.reason.clone()))
         .collect();
-    assert_eq!(
-        got,
-        vec![(field.to_string(), want.to_string())],
-        "{status:?}"
-    );
+    assert_eq!(got, vec![(field.to_string(), want.to_string())], "{status:?}");
 }
 
 #[track_caller]
@@ -101,17 +91,9 @@ fn assert_invalid_token(status: &Status) {
 
 /// (seconds, nanos, id) — the keyset sort key of a ticket.
 fn key(t: &pb::Ticket, update_time: bool) -> (i64, i32, Uuid) {
-    let ts = if update_time {
-        &t.update_time
-    } else {
-        &t.create_time
-    };
+    let ts = if update_time { &t.update_time } else { &t.create_time };
     let ts = ts.as_ref().expect("timestamp");
-    (
-        ts.seconds,
-        ts.nanos,
-        Uuid::parse_str(&t.id).expect("uuid id"),
-    )
+    (ts.seconds, ts.nanos, Uuid::parse_str(&t.id).expect("uuid id"))
 }
 
 #[track_caller]
@@ -127,13 +109,7 @@ fn assert_strictly_ordered(tickets: &[pb::Ticket], update_time: bool, desc: bool
 }
 
 /// Creates `n` tickets titled `{prefix} {i}` with up to `parallel` in flight.
-async fn create_many(
-    app: &TestApp,
-    caller: &Caller,
-    prefix: &str,
-    n: usize,
-    parallel: usize,
-) -> Vec<pb::Ticket> {
+async fn create_many(app: &TestApp, caller: &Caller, prefix: &str, n: usize, parallel: usize) -> Vec<pb::Ticket> {
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..parallel {
         let mut client = app.tickets();
@@ -234,10 +210,7 @@ async fn walk_with_concurrent_inserts(
         assert!(pages < 10_000, "pagination did not end");
         if pages > 0 {
             // At least `pages` inserts committed since the walk began.
-            count_rx
-                .wait_for(|n| *n >= pages)
-                .await
-                .expect("writer alive");
+            count_rx.wait_for(|n| *n >= pages).await.expect("writer alive");
         }
         // Allow one more insert, overlapping the list request below.
         permits.add_permits(1);
@@ -295,15 +268,8 @@ fn assert_each_once(seen: &[pb::Ticket], expected: &HashSet<String>, extra: &Has
     }
     let dupes: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dupes.is_empty(), "ids seen more than once: {dupes:?}");
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|id| !counts.contains_key(id.as_str()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} ids never seen: {missing:?}",
-        missing.len()
-    );
+    let missing: Vec<_> = expected.iter().filter(|id| !counts.contains_key(id.as_str())).collect();
+    assert!(missing.is_empty(), "{} ids never seen: {missing:?}", missing.len());
     let foreign: Vec<_> = counts
         .keys()
         .filter(|id| !expected.contains(**id) && !extra.contains(**id))
@@ -349,9 +315,7 @@ async fn pagination_walk_sees_each_ticket_once_while_tickets_are_created() {
     // Anything new that appeared comes after every pre-existing ticket.
     if let Some(first_new) = asc.seen.iter().position(|t| during_asc.contains(&t.id)) {
         assert!(
-            asc.seen[first_new..]
-                .iter()
-                .all(|t| during_asc.contains(&t.id)),
+            asc.seen[first_new..].iter().all(|t| during_asc.contains(&t.id)),
             "tickets created during the ascending walk appear only at its end"
         );
     }
@@ -654,10 +618,7 @@ async fn page_token_reused_with_other_filters_or_order_is_invalid() {
             ..Default::default()
         },
         ListTicketsRequest {
-            create_time_start: Some(Timestamp {
-                seconds: 0,
-                nanos: 0,
-            }),
+            create_time_start: Some(Timestamp { seconds: 0, nanos: 0 }),
             ..Default::default()
         },
     ];
@@ -677,12 +638,7 @@ async fn page_token_reused_with_other_filters_or_order_is_invalid() {
 
     // The same query spelled differently is the same query; page_size is not
     // part of it.
-    for same in [
-        "",
-        "create_time desc",
-        "create_time DESC",
-        "  create_time   desc ",
-    ] {
+    for same in ["", "create_time desc", "create_time DESC", "  create_time   desc "] {
         let page = list(
             &app,
             &alice,
@@ -783,11 +739,7 @@ async fn filters_return_exactly_the_matching_tickets() {
     let alice = app.caller(Role::Agent).await;
     let bob = app.colleague(&alice, Role::Agent).await;
     let carol = app.colleague(&alice, Role::Agent).await;
-    let mk = |title: &str,
-              status: TicketStatus,
-              priority: TicketPriority,
-              assignee: &str,
-              tags: &[&str]| pb::Ticket {
+    let mk = |title: &str, status: TicketStatus, priority: TicketPriority, assignee: &str, tags: &[&str]| pb::Ticket {
         status: status as i32,
         priority: priority as i32,
         assignee_id: assignee.to_string(),
@@ -799,13 +751,7 @@ async fn filters_return_exactly_the_matching_tickets() {
     let t1 = create_ticket(
         &app,
         &alice,
-        mk(
-            "t1",
-            TicketStatus::Open,
-            TicketPriority::Low,
-            &b,
-            &["billing"],
-        ),
+        mk("t1", TicketStatus::Open, TicketPriority::Low, &b, &["billing"]),
     )
     .await;
     let t2 = create_ticket(
@@ -823,49 +769,25 @@ async fn filters_return_exactly_the_matching_tickets() {
     let t3 = create_ticket(
         &app,
         &alice,
-        mk(
-            "t3",
-            TicketStatus::InProgress,
-            TicketPriority::Normal,
-            &b,
-            &[],
-        ),
+        mk("t3", TicketStatus::InProgress, TicketPriority::Normal, &b, &[]),
     )
     .await;
     let t4 = create_ticket(
         &app,
         &alice,
-        mk(
-            "t4",
-            TicketStatus::Resolved,
-            TicketPriority::Urgent,
-            &c,
-            &["vip"],
-        ),
+        mk("t4", TicketStatus::Resolved, TicketPriority::Urgent, &c, &["vip"]),
     )
     .await;
     let t5 = create_ticket(
         &app,
         &alice,
-        mk(
-            "t5",
-            TicketStatus::Closed,
-            TicketPriority::High,
-            &b,
-            &["billing-2"],
-        ),
+        mk("t5", TicketStatus::Closed, TicketPriority::High, &b, &["billing-2"]),
     )
     .await;
     let t6 = create_ticket(
         &app,
         &alice,
-        mk(
-            "t6",
-            TicketStatus::Open,
-            TicketPriority::Normal,
-            "",
-            &["VIP"],
-        ),
+        mk("t6", TicketStatus::Open, TicketPriority::Normal, "", &["VIP"]),
     )
     .await;
     // Another tenant's matching tickets never show up.
@@ -873,13 +795,7 @@ async fn filters_return_exactly_the_matching_tickets() {
     create_ticket(
         &app,
         &other,
-        mk(
-            "x",
-            TicketStatus::Open,
-            TicketPriority::High,
-            "",
-            &["billing", "vip"],
-        ),
+        mk("x", TicketStatus::Open, TicketPriority::High, "", &["billing", "vip"]),
     )
     .await;
 
@@ -889,15 +805,7 @@ async fn filters_return_exactly_the_matching_tickets() {
         let alice = &alice;
         async move {
             // Page size 2 so multi-page walks keep the filter.
-            let got = list_all(
-                app,
-                alice,
-                ListTicketsRequest {
-                    page_size: 2,
-                    ..req
-                },
-            )
-            .await;
+            let got = list_all(app, alice, ListTicketsRequest { page_size: 2, ..req }).await;
             assert_strictly_ordered(&got, false, true);
             ids(&got)
         }
@@ -1255,9 +1163,7 @@ async fn order_by_update_time_desc_lists_recently_updated_first() {
     assert_strictly_ordered(&by_update, true, true);
 
     // Still the oldest by create_time.
-    let by_create = list(&app, &alice, ListTicketsRequest::default())
-        .await
-        .tickets;
+    let by_create = list(&app, &alice, ListTicketsRequest::default()).await.tickets;
     assert_eq!(by_create.last(), Some(&updated));
     assert_strictly_ordered(&by_create, false, true);
 
