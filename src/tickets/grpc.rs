@@ -46,6 +46,8 @@ impl TicketsGrpc {
         tickets_service_server::TicketsServiceServer::new(self)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
             .max_decoding_message_size(max_decode)
             .max_encoding_message_size(max_encode)
     }
