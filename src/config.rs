@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "tenant_cache",
     "log",
     "health",
+    "api_keys",
 ];
 
 /// deskd's whole configuration.
@@ -45,6 +46,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Health reporting.
     pub health: HealthConfig,
+    /// API keys.
+    pub api_keys: ApiKeysConfig,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             tenant_cache: TenantCacheConfig::default(),
             log: LogConfig::default(),
             health: HealthConfig::default(),
+            api_keys: ApiKeysConfig::default(),
         }
     }
 }
@@ -121,6 +125,19 @@ pub struct JwtConfig {
     pub leeway: Duration,
     /// Where the development secret lives when no secret is configured.
     pub dev_secret_file: PathBuf,
+    /// Public keys from PEM files (`[[jwt.keys]]`), each chosen by the
+    /// token's `kid` and pinned to one algorithm. Configurable in the file
+    /// only. With any key here or a `jwks_file`, an empty `secret` turns
+    /// HS256 off instead of falling back to the development secret.
+    pub keys: Vec<JwtKeyConfig>,
+    /// An RFC 7517 JWK Set file (`DESKD_JWT_JWKS_FILE`) whose signing keys
+    /// are chosen by `kid` like `keys`. Reloaded on SIGHUP and when the file
+    /// changes, without a restart.
+    pub jwks_file: Option<PathBuf>,
+    /// How often the key files are checked for changes (modification time,
+    /// length, inode).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
 }
 
 impl Default for JwtConfig {
@@ -131,8 +148,36 @@ impl Default for JwtConfig {
             audience: "deskd".into(),
             leeway: Duration::from_secs(30),
             dev_secret_file: PathBuf::from(".deskd/dev-jwt-secret"),
+            keys: Vec::new(),
+            jwks_file: None,
+            reload_interval: Duration::from_secs(10),
         }
     }
+}
+
+/// One public key from a PEM file (`[[jwt.keys]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// The `kid` a token names to be verified by this key; unique across
+    /// `jwt.keys` and the JWKS file.
+    pub kid: String,
+    /// The one algorithm this key verifies.
+    pub algorithm: JwtKeyAlgorithm,
+    /// The public key: SPKI (`BEGIN PUBLIC KEY`), or PKCS#1
+    /// (`BEGIN RSA PUBLIC KEY`) for RS256. Private keys are refused.
+    pub pem_file: PathBuf,
+}
+
+/// The asymmetric algorithms a configured key can be pinned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JwtKeyAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256; RSA keys of at least 2048 bits.
+    RS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
 }
 
 /// Transport limits. tonic leaves several HTTP/2 limits unset, which removes
@@ -243,9 +288,13 @@ impl Default for RateLimitConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantCacheConfig {
-    /// How long a looked-up tenant or principal is trusted.
+    /// How long a looked-up tenant is trusted (suspensions take this long).
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// How long a looked-up user or API key is trusted when nothing on this
+    /// replica changed it (changes made here invalidate at once).
+    #[serde(with = "humantime_serde")]
+    pub principal_ttl: Duration,
     /// Most entries kept.
     pub capacity: u64,
 }
@@ -253,8 +302,33 @@ pub struct TenantCacheConfig {
 impl Default for TenantCacheConfig {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(30),
+            ttl: Duration::from_secs(60),
+            principal_ttl: Duration::from_secs(300),
             capacity: 100_000,
+        }
+    }
+}
+
+/// API key settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    /// The server-side key the stored digests of API key secrets are MAC'd
+    /// with (`DESKD_API_KEYS_PEPPER`), at least 32 bytes. Every replica must
+    /// share it; changing it invalidates every key. Empty: derived from the
+    /// JWT HS256 secret (or the development secret file).
+    #[serde(serialize_with = "serialize_secret")]
+    pub pepper: SecretString,
+    /// How often `last_use_time` of used keys is written (batched).
+    #[serde(with = "humantime_serde")]
+    pub last_use_flush_interval: Duration,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self {
+            pepper: SecretString::from(""),
+            last_use_flush_interval: Duration::from_secs(10),
         }
     }
 }
@@ -386,6 +460,7 @@ impl Config {
         if self.jwt.audience.is_empty() {
             return bad("jwt.audience", "must not be empty");
         }
+        self.validate_jwt_keys()?;
         if self.server.max_in_flight == 0 {
             return bad("server.max_in_flight", "must be at least 1");
         }
@@ -406,8 +481,60 @@ impl Config {
                 return bad(key, "requests, period and burst must all be positive");
             }
         }
+        let pepper = self.api_keys.pepper.expose_secret();
+        if !pepper.is_empty() && pepper.len() < 32 {
+            return bad("api_keys.pepper", "must be at least 32 bytes");
+        }
+        if self.api_keys.last_use_flush_interval.is_zero() {
+            return bad("api_keys.last_use_flush_interval", "must be positive");
+        }
+        if self.tenant_cache.ttl.is_zero() || self.tenant_cache.principal_ttl.is_zero() {
+            return bad("tenant_cache", "ttl and principal_ttl must be positive");
+        }
         if self.health.check_interval.is_zero() || self.health.check_timeout.is_zero() {
             return bad("health", "check_interval and check_timeout must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `jwt.keys`, `jwt.jwks_file` and `jwt.reload_interval`. The files are
+    /// only checked to be readable here; their keys are parsed when the
+    /// server builds its key set (`JwtKeys::from_config`), with messages that
+    /// name the key the same way.
+    fn validate_jwt_keys(&self) -> Result<(), ConfigError> {
+        let jwt = &self.jwt;
+        let mut kids = std::collections::HashSet::new();
+        for (i, key) in jwt.keys.iter().enumerate() {
+            let at = format!("key `jwt.keys[{i}]` (kid `{}`)", key.kid);
+            if key.kid.trim().is_empty() {
+                return Err(ConfigError(format!("key `jwt.keys[{i}].kid`: must not be empty")));
+            }
+            if !kids.insert(key.kid.as_str()) {
+                return Err(ConfigError(format!(
+                    "{at}: duplicate kid; every kid in `jwt.keys` must be unique"
+                )));
+            }
+            if let Err(e) = std::fs::File::open(&key.pem_file) {
+                return Err(ConfigError(format!(
+                    "{at}: pem_file {} cannot be read: {e}",
+                    key.pem_file.display()
+                )));
+            }
+        }
+        if let Some(path) = &jwt.jwks_file
+            && let Err(e) = std::fs::File::open(path)
+        {
+            return Err(ConfigError(format!(
+                "key `jwt.jwks_file` (DESKD_JWT_JWKS_FILE): {} cannot be read: {e}",
+                path.display()
+            )));
+        }
+        if jwt.reload_interval.is_zero() {
+            return Err(ConfigError(
+                "key `jwt.reload_interval` (DESKD_JWT_RELOAD_INTERVAL): must be positive".into(),
+            ));
         }
         Ok(())
     }

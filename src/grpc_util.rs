@@ -1,7 +1,7 @@
 //! Helpers shared by every `grpc.rs`: the request context and the
 //! AppError → Status boundary.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
@@ -9,11 +9,11 @@ use tonic::{Request, Response, Status};
 use crate::{
     error::{AppError, FieldViolation},
     middleware::{RequestId, deadline::Deadline},
-    tenancy::Principal,
+    tenancy::{Ctx, Principal},
 };
 
-/// The principal, deadline and request id the layers attached to `req`.
-pub fn context<T>(req: &Request<T>) -> Result<(Principal, Option<Instant>, Arc<str>), Status> {
+/// The caller context and request id the layers attached to `req`.
+pub fn context<T>(req: &Request<T>) -> Result<(Ctx, Arc<str>), Status> {
     let rid = req
         .extensions()
         .get::<RequestId>()
@@ -21,7 +21,13 @@ pub fn context<T>(req: &Request<T>) -> Result<(Principal, Option<Instant>, Arc<s
         .unwrap_or_else(|| Arc::from("-"));
     let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
     match req.extensions().get::<Principal>() {
-        Some(p) => Ok((p.clone(), deadline, rid)),
+        Some(p) => Ok((
+            Ctx {
+                principal: p.clone(),
+                deadline,
+            },
+            rid,
+        )),
         // Only reachable if the auth layers were not installed: fail closed.
         None => Err(AppError::Unauthenticated {
             reason: "CREDENTIAL_MISSING",
@@ -60,4 +66,72 @@ pub fn from_timestamp(field: &str, t: prost_types::Timestamp) -> Result<OffsetDa
         return Err(bad());
     }
     Ok(ts)
+}
+
+/// Collects violations; `finish` turns them into INVALID_ARGUMENT.
+#[derive(Default)]
+pub struct Violations(pub Vec<FieldViolation>);
+
+impl Violations {
+    /// Keeps the value or records the violation.
+    pub fn check<T>(&mut self, r: Result<T, FieldViolation>) -> Option<T> {
+        r.map_err(|v| self.0.push(v)).ok()
+    }
+    /// Keeps the value or records the violations.
+    pub fn check_many<T>(&mut self, r: Result<T, Vec<FieldViolation>>) -> Option<T> {
+        r.map_err(|v| self.0.extend(v)).ok()
+    }
+    /// INVALID_ARGUMENT with every violation, or Ok.
+    pub fn finish(self) -> Result<(), AppError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::InvalidArgument(self.0))
+        }
+    }
+}
+
+/// Parses an id field: a UUID.
+pub fn parse_uuid(field: &str, raw: &str) -> Result<uuid::Uuid, FieldViolation> {
+    if raw.is_empty() {
+        return Err(FieldViolation::new(field, "REQUIRED", "the id is required"));
+    }
+    uuid::Uuid::parse_str(raw).map_err(|_| FieldViolation::new(field, "INVALID_ID", "not a UUID"))
+}
+
+/// Parses an optional id field: empty means none.
+pub fn parse_optional_uuid(field: &str, raw: &str) -> Result<Option<uuid::Uuid>, FieldViolation> {
+    if raw.is_empty() {
+        Ok(None)
+    } else {
+        parse_uuid(field, raw).map(Some)
+    }
+}
+
+/// Checks an update mask is present and not a wildcard; returns its paths.
+pub fn mask_paths(mask: Option<prost_types::FieldMask>, v: &mut Violations) -> Vec<String> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        v.0.push(FieldViolation::new(
+            "update_mask",
+            "REQUIRED",
+            "name the fields to change in update_mask; an update never changes every field implicitly",
+        ));
+    }
+    paths
+}
+
+/// The violation for a mask path that names no updatable field.
+pub fn bad_mask_path(i: usize, path: &str, output_only: &[&str]) -> FieldViolation {
+    let (reason, why) = if path == "*" {
+        (
+            "WILDCARD_NOT_ALLOWED",
+            "name each field; `*` is not accepted".to_string(),
+        )
+    } else if output_only.contains(&path) {
+        ("FIELD_NOT_MUTABLE", format!("`{path}` is output only"))
+    } else {
+        ("UNKNOWN_FIELD", format!("`{path}` is not a field of the resource"))
+    };
+    FieldViolation::new(format!("update_mask.paths[{i}]"), reason, why)
 }

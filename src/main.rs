@@ -44,6 +44,28 @@ enum Command {
     /// Mint credentials.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Issue API keys for services.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create a service account with an API key and print the key (shown only once).
+    Create {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: Uuid,
+        /// What the key is for; also the service account's name.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes: tickets:read, tickets:write, users:read, users:write, stats:read.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Expire the key after this long, e.g. 90d; never when omitted.
+        #[arg(long, value_parser = humantime_duration)]
+        ttl: Option<Duration>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,7 +80,8 @@ enum TenantCommand {
         /// The tenant id.
         id: Uuid,
     },
-    /// Reactivate a suspended tenant.
+    /// Reactivate a suspended tenant (alias: resume).
+    #[command(alias = "resume")]
     Activate {
         /// The tenant id.
         id: Uuid,
@@ -138,6 +161,18 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             println!(
                 "{}",
                 ops::create_user(&config, TenantId(tenant), &email, &name, role).await?
+            );
+            Ok(())
+        }
+        Command::Apikey(ApikeyCommand::Create {
+            tenant,
+            name,
+            scopes,
+            ttl,
+        }) => {
+            println!(
+                "{}",
+                ops::create_api_key(&config, TenantId(tenant), &name, &scopes, ttl).await?
             );
             Ok(())
         }

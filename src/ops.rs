@@ -10,12 +10,12 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::{
-    auth::{JwtKeys, jwt},
+    auth::{JwtKeys, apikey::KeyHasher, jwt},
     config::Config,
     db,
     tenancy::{TenantId, TenantStatus, UserId, store as tenant_store},
     users::{
-        model::{Role, User, normalize_email},
+        model::{ApiKey, Role, User, normalize_email, parse_scopes},
         store as user_store,
     },
 };
@@ -78,7 +78,7 @@ pub async fn create_user(
     display_name: &str,
     role: Role,
 ) -> anyhow::Result<UserId> {
-    let email = normalize_email(email).map_err(|v| anyhow::anyhow!("--email: {}", v.description))?;
+    let email = normalize_email("--email", email).map_err(|v| anyhow::anyhow!("--email: {}", v.description))?;
     let mut conn = owner_conn(cfg).await?;
     let mut tx = conn.begin().await?;
     set_tenant_context(&mut tx, tenant).await?;
@@ -89,19 +89,71 @@ pub async fn create_user(
     if !exists {
         bail!("no tenant with id {tenant}");
     }
-    let user = User {
-        id: UserId(Uuid::now_v7()),
+    let now = now_micros();
+    let user = User::person(
+        UserId(Uuid::now_v7()),
         email,
-        display_name: display_name.trim().to_string(),
+        display_name.trim().to_string(),
         role,
-        active: true,
-    };
+        now,
+    );
     if !user_store::insert_user(&mut tx, tenant, &user).await? {
         bail!("a user with e-mail {} already exists in tenant {tenant}", user.email);
     }
     tx.commit().await?;
     let _ = conn.close().await;
     Ok(user.id)
+}
+
+/// Issues an API key (and its service account) in a tenant; returns the key.
+pub async fn create_api_key(
+    cfg: &Config,
+    tenant: TenantId,
+    name: &str,
+    scopes: &[String],
+    ttl: Option<Duration>,
+) -> anyhow::Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        bail!("--name must be 1 to 200 characters");
+    }
+    let scopes = parse_scopes("--scopes", scopes).map_err(|v| {
+        anyhow::anyhow!(
+            "--scopes: {} (expected any of tickets:read, tickets:write, users:read, users:write, stats:read)",
+            v.iter().map(|f| f.description.as_str()).collect::<Vec<_>>().join("; ")
+        )
+    })?;
+    let (secret, _) = jwt::load_secret(&cfg.jwt).context("loading the JWT secret")?;
+    let hasher = KeyHasher::from_pepper_or(&cfg.api_keys.pepper, &secret);
+    let now = now_micros();
+    let mut conn = owner_conn(cfg).await?;
+    let mut tx = conn.begin().await?;
+    set_tenant_context(&mut tx, tenant).await?;
+    if tenant_store::get_tenant(&mut tx, tenant).await?.is_none() {
+        bail!("no tenant with id {tenant}");
+    }
+    let sa = User::service_account(UserId(Uuid::now_v7()), name.to_string(), now);
+    user_store::insert_user(&mut tx, tenant, &sa).await?;
+    let key = ApiKey {
+        id: Uuid::now_v7(),
+        display_name: name.to_string(),
+        service_account_id: sa.id,
+        scopes,
+        create_time: now,
+        expire_time: ttl.map(|t| now + t),
+        last_use_time: None,
+        revoke_time: None,
+    };
+    let issued = hasher.issue(tenant, key.id);
+    user_store::insert_api_key(&mut tx, tenant, &key, &issued.digest).await?;
+    tx.commit().await?;
+    let _ = conn.close().await;
+    Ok(issued.key.expose_secret().to_string())
+}
+
+fn now_micros() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
 }
 
 /// Mints a JWT for a user with the configured (or development) secret.

@@ -9,6 +9,13 @@ pub mod tickets {
     }
 }
 
+/// `deskd.users.v1`: the Users API.
+pub mod users {
+    pub mod v1 {
+        tonic::include_proto!("deskd.users.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every deskd proto (and its imports),
 /// registered with gRPC reflection so grpcurl can list and call deskd.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/deskd_descriptor.bin"));

@@ -12,23 +12,24 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
 
 use crate::{
-    auth::{JwtKeys, jwt},
+    auth::{JwtKeys, apikey::KeyHasher, jwt},
     config::Config,
     db,
     middleware::{
-        MiddlewareLayer, authn::AuthnLayer, catch_panic::CatchPanicLayer, deadline::DeadlineLayer,
-        load_shed::LoadShedLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer, request_log::RequestLogLayer,
-        tenant::TenantLayer,
+        MiddlewareLayer, authn::AuthnLayer, authorize::AuthorizeLayer, catch_panic::CatchPanicLayer,
+        deadline::DeadlineLayer, load_shed::LoadShedLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer,
+        request_log::RequestLogLayer, tenant::TenantLayer,
     },
     pagination::PageTokens,
     proto,
     ratelimit::{InProcessRateLimiter, RateLimiter},
-    tenancy::TenantDirectory,
+    tenancy::{TenantDirectory, directory::DirectoryConfig, key_usage::KeyUsage},
     tickets::{grpc::TicketsGrpc, service::TicketsService},
+    users::{grpc::UsersGrpc, service::UsersService},
 };
 
 /// The gRPC services deskd serves (health reports each by name).
-pub const SERVICE_NAMES: &[&str] = &["deskd.tickets.v1.TicketsService"];
+pub const SERVICE_NAMES: &[&str] = &["deskd.tickets.v1.TicketsService", "deskd.users.v1.UsersService"];
 
 /// A built server, bound to its address and ready to run.
 pub struct Application {
@@ -38,6 +39,7 @@ pub struct Application {
     pool: PgPool,
     keys: Arc<JwtKeys>,
     page_tokens: PageTokens,
+    hasher: KeyHasher,
     limiter: Arc<dyn RateLimiter>,
 }
 
@@ -58,8 +60,12 @@ impl Application {
                 "no DESKD_JWT_SECRET configured: using the development secret file; set a secret in production"
             );
         }
-        let keys = Arc::new(JwtKeys::hs256(&secret, &config.jwt).context("building the JWT keys")?);
+        let hs_secret = jwt::verification_secret(&config.jwt, &secret, &source);
+        let keys = Arc::new(JwtKeys::from_config(&config.jwt, hs_secret).context("building the JWT keys")?);
 
+        // API key digests are keyed by the configured pepper, else by a key
+        // derived from the same secret as the JWT (or the development file).
+        let hasher = KeyHasher::from_pepper_or(&config.api_keys.pepper, &secret);
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -73,6 +79,7 @@ impl Application {
             // Page tokens are MAC'd with a key derived from the JWT secret, so
             // every replica of a deployment agrees without another setting.
             page_tokens: PageTokens::new(secret.expose_secret().as_bytes()),
+            hasher,
             limiter: Arc::new(InProcessRateLimiter::default()),
         })
     }
@@ -97,6 +104,7 @@ impl Application {
             pool,
             keys,
             page_tokens,
+            hasher,
             limiter,
         } = self;
         let cfg = Arc::new(config);
@@ -123,6 +131,11 @@ impl Application {
             cfg.health.check_timeout,
             stop_health.clone(),
         ));
+        let stop_keys = tokio_util_like::Stop::default();
+        let keys_task = tokio::spawn(jwt::watch_jwks(keys.clone(), cfg.jwt.reload_interval, {
+            let stop = stop_keys.clone();
+            async move { stop.stopped().await }
+        }));
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -135,12 +148,33 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        let key_usage = Arc::new(KeyUsage::default());
         let directory = TenantDirectory::new(
             pool.clone(),
-            cfg.tenant_cache.ttl,
-            cfg.tenant_cache.capacity,
-            cfg.database.statement_timeout,
+            DirectoryConfig {
+                tenant_ttl: cfg.tenant_cache.ttl,
+                principal_ttl: cfg.tenant_cache.principal_ttl,
+                capacity: cfg.tenant_cache.capacity,
+                statement_cap: cfg.database.statement_timeout,
+            },
+            hasher.clone(),
+            key_usage.clone(),
         );
+        let usage_task = tokio::spawn(key_usage_loop(
+            key_usage.clone(),
+            pool.clone(),
+            cfg.api_keys.last_use_flush_interval,
+            cfg.database.statement_timeout,
+            stop_health.clone(),
+        ));
+        let users = UsersGrpc::new(UsersService::new(
+            pool.clone(),
+            page_tokens.clone(),
+            cfg.database.statement_timeout,
+            directory.clone(),
+            hasher,
+        ))
+        .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
         let tickets = TicketsGrpc::new(TicketsService::new(
             pool.clone(),
             page_tokens,
@@ -164,7 +198,8 @@ impl Application {
             .layer(MiddlewareLayer(RateLimitLayer {
                 limiter,
                 config: Arc::new(cfg.rate_limit.clone()),
-            }));
+            }))
+            .layer(MiddlewareLayer(AuthorizeLayer));
 
         let router = Server::builder()
             .max_concurrent_streams(s.max_concurrent_streams)
@@ -179,7 +214,8 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(tickets);
+            .add_service(tickets)
+            .add_service(users);
 
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let health_on_stop = health.clone();
@@ -217,9 +253,32 @@ impl Application {
         };
         stop_health.stop();
         let _ = health_task.await;
+        stop_keys.stop();
+        let _ = keys_task.await;
+        // The usage loop writes what is pending once more as it stops.
+        let _ = usage_task.await;
         pool.close().await;
         tracing::info!("deskd stopped");
         result
+    }
+}
+
+/// Writes API keys' `last_use_time` every `interval`, and once more at stop.
+async fn key_usage_loop(
+    usage: Arc<KeyUsage>,
+    pool: PgPool,
+    interval: Duration,
+    timeout: Duration,
+    stop: tokio_util_like::Stop,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => usage.flush(&pool, timeout).await,
+            () = stop.stopped() => {
+                usage.flush(&pool, timeout).await;
+                return;
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use tower::Service;
 use uuid::Uuid;
 
 use super::{Middleware, Req, RequestId, Res, deadline::Deadline, error_response, is_public, request_log::LogSlot};
-use crate::{auth::Authenticated, error::AppError, tenancy::TenantDirectory};
+use crate::{auth::Credential, error::AppError, tenancy::TenantDirectory};
 
 /// The metadata key a caller may use to state the tenant it expects.
 pub const TENANT_HEADER: &str = "x-tenant-id";
@@ -37,7 +37,7 @@ impl Middleware for TenantLayer {
         let directory = self.directory.clone();
         Box::pin(async move {
             let request_id = RequestId::of(&req);
-            let Some(auth) = req.extensions().get::<Authenticated>().copied() else {
+            let Some(credential) = req.extensions().get::<Credential>().cloned() else {
                 // Unreachable while the authn layer sits above: fail closed.
                 return Ok(error_response(
                     AppError::Unauthenticated {
@@ -47,15 +47,20 @@ impl Middleware for TenantLayer {
                     &request_id,
                 ));
             };
+            let tenant_id = credential.tenant_id();
             if let Some(slot) = req.extensions().get::<LogSlot>() {
-                slot.set_caller(auth.tenant_id.to_string(), auth.user_id.to_string());
+                let caller = match &credential {
+                    Credential::Jwt(a) => format!("user:{}", a.user_id),
+                    Credential::ApiKey(k) => format!("key:{}", k.key_id),
+                };
+                slot.set_caller(tenant_id.to_string(), caller);
             }
             if let Some(v) = req.headers().get(TENANT_HEADER) {
                 let matches = v
                     .to_str()
                     .ok()
                     .and_then(|s| Uuid::parse_str(s.trim()).ok())
-                    .is_some_and(|t| t == auth.tenant_id.0);
+                    .is_some_and(|t| t == tenant_id.0);
                 if !matches {
                     return Ok(error_response(
                         AppError::PermissionDenied {
@@ -68,7 +73,7 @@ impl Middleware for TenantLayer {
                 }
             }
             let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
-            match directory.resolve(auth.tenant_id, auth.user_id, deadline).await {
+            match directory.resolve(&credential, deadline).await {
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                     next.call(req).await

@@ -12,12 +12,11 @@ use super::{
         self, Field, ListFilter, NewTicket, Priority, Status as TicketStatus, Ticket, TicketPatch, parse_id,
         parse_optional_id, validate_description, validate_tags, validate_title,
     },
-    service::{Ctx, TicketsService},
+    service::TicketsService,
 };
 use crate::{
-    auth::{Permission, authorize},
     error::{AppError, FieldViolation},
-    grpc_util::{context, from_timestamp, run, to_timestamp},
+    grpc_util::{Violations, context, from_timestamp, run, to_timestamp},
     proto::tickets::v1::{
         self as pb, CreateTicketRequest, CreateTicketResponse, DeleteTicketRequest, DeleteTicketResponse,
         GetTicketRequest, GetTicketResponse, ListTicketsRequest, ListTicketsResponse, UpdateTicketRequest,
@@ -135,26 +134,6 @@ pub fn to_proto(t: Ticket) -> pb::Ticket {
         update_time: Some(to_timestamp(update_time)),
         resolve_time: resolve_time.map(to_timestamp),
         etag,
-    }
-}
-
-/// Collects violations; `finish` turns them into INVALID_ARGUMENT.
-#[derive(Default)]
-struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    fn check<T>(&mut self, r: Result<T, FieldViolation>) -> Option<T> {
-        r.map_err(|v| self.0.push(v)).ok()
-    }
-    fn check_many<T>(&mut self, r: Result<T, Vec<FieldViolation>>) -> Option<T> {
-        r.map_err(|v| self.0.extend(v)).ok()
-    }
-    fn finish(self) -> Result<(), AppError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(AppError::InvalidArgument(self.0))
-        }
     }
 }
 
@@ -368,19 +347,14 @@ fn validate_list(r: ListTicketsRequest) -> Result<(ListFilter, u32, String), App
     ))
 }
 
-fn ctx_of(principal: crate::tenancy::Principal, deadline: Option<std::time::Instant>) -> Ctx {
-    Ctx { principal, deadline }
-}
-
 #[tonic::async_trait]
 impl tickets_service_server::TicketsService for TicketsGrpc {
     async fn get_ticket(&self, req: Request<GetTicketRequest>) -> Result<Response<GetTicketResponse>, Status> {
-        let (principal, deadline, rid) = context(&req)?;
+        let (ctx, rid) = context(&req)?;
         let GetTicketRequest { id } = req.into_inner();
         run(&rid, async {
             let id = parse_id("id", &id).map_err(|v| AppError::InvalidArgument(vec![v]))?;
-            authorize(&principal, Permission::TicketsRead)?;
-            let t = self.svc.get(&ctx_of(principal, deadline), id).await?;
+            let t = self.svc.get(&ctx, id).await?;
             Ok(GetTicketResponse {
                 ticket: Some(to_proto(t)),
             })
@@ -389,15 +363,11 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
     }
 
     async fn list_tickets(&self, req: Request<ListTicketsRequest>) -> Result<Response<ListTicketsResponse>, Status> {
-        let (principal, deadline, rid) = context(&req)?;
+        let (ctx, rid) = context(&req)?;
         let r = req.into_inner();
         run(&rid, async {
             let (filter, size, token) = validate_list(r)?;
-            authorize(&principal, Permission::TicketsRead)?;
-            let page = self
-                .svc
-                .list(&ctx_of(principal, deadline), &filter, size, &token)
-                .await?;
+            let page = self.svc.list(&ctx, &filter, size, &token).await?;
             Ok(ListTicketsResponse {
                 tickets: page.tickets.into_iter().map(to_proto).collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),
@@ -407,12 +377,11 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
     }
 
     async fn create_ticket(&self, req: Request<CreateTicketRequest>) -> Result<Response<CreateTicketResponse>, Status> {
-        let (principal, deadline, rid) = context(&req)?;
+        let (ctx, rid) = context(&req)?;
         let CreateTicketRequest { ticket, request_id } = req.into_inner();
         run(&rid, async {
             let (new, request_id) = validate_create(ticket, &request_id)?;
-            authorize(&principal, Permission::TicketsWrite)?;
-            let t = self.svc.create(&ctx_of(principal, deadline), new, request_id).await?;
+            let t = self.svc.create(&ctx, new, request_id).await?;
             Ok(CreateTicketResponse {
                 ticket: Some(to_proto(t)),
             })
@@ -421,15 +390,11 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
     }
 
     async fn update_ticket(&self, req: Request<UpdateTicketRequest>) -> Result<Response<UpdateTicketResponse>, Status> {
-        let (principal, deadline, rid) = context(&req)?;
+        let (ctx, rid) = context(&req)?;
         let UpdateTicketRequest { ticket, update_mask } = req.into_inner();
         run(&rid, async {
             let (id, etag, patch) = validate_update(ticket, update_mask)?;
-            authorize(&principal, Permission::TicketsWrite)?;
-            let t = self
-                .svc
-                .update(&ctx_of(principal, deadline), id, etag.as_deref(), &patch)
-                .await?;
+            let t = self.svc.update(&ctx, id, etag.as_deref(), &patch).await?;
             Ok(UpdateTicketResponse {
                 ticket: Some(to_proto(t)),
             })
@@ -438,15 +403,12 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
     }
 
     async fn delete_ticket(&self, req: Request<DeleteTicketRequest>) -> Result<Response<DeleteTicketResponse>, Status> {
-        let (principal, deadline, rid) = context(&req)?;
+        let (ctx, rid) = context(&req)?;
         let DeleteTicketRequest { id, etag } = req.into_inner();
         run(&rid, async {
             let id = parse_id("id", &id).map_err(|v| AppError::InvalidArgument(vec![v]))?;
-            authorize(&principal, Permission::TicketsWrite)?;
             let etag = (!etag.is_empty()).then_some(etag);
-            self.svc
-                .delete(&ctx_of(principal, deadline), id, etag.as_deref())
-                .await?;
+            self.svc.delete(&ctx, id, etag.as_deref()).await?;
             Ok(DeleteTicketResponse {})
         })
         .await

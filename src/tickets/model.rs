@@ -143,12 +143,7 @@ pub struct Ticket {
 impl Ticket {
     /// The etag: opaque, changes with every write.
     pub fn etag(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(self.id.as_bytes());
-        h.update(self.version.to_be_bytes());
-        let d = h.finalize();
-        let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
-        format!("\"{hex}\"")
+        crate::etag::etag_of(self.id, self.version)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Ticket operations: one function per RPC, each one transaction.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -8,23 +8,15 @@ use uuid::Uuid;
 
 use super::{
     model::{ListFilter, NewTicket, OrderField, RESOURCE_TYPE, Ticket, TicketPatch},
-    store::{self, Claim},
+    store,
 };
 use crate::{
     error::{AppError, FieldViolation},
+    idempotency::{self, Claim},
     pagination::{Cursor, PageTokens, fingerprint},
-    tenancy::{Principal, TenantTx, UserId, tx::Budget},
+    tenancy::{Ctx, TenantTx, UserId, tx::Budget},
     users,
 };
-
-/// Who is calling and until when: what every operation needs besides its input.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// The resolved caller.
-    pub principal: Principal,
-    /// The RPC's deadline.
-    pub deadline: Option<Instant>,
-}
 
 /// A page of tickets.
 #[derive(Debug)]
@@ -148,7 +140,7 @@ impl TicketsService {
         let ticket = new.into_ticket(Uuid::now_v7(), ctx.principal.user_id, now());
         if let Some(rid) = request_id {
             let response = serde_json::to_value(&ticket).map_err(AppError::internal)?;
-            match store::claim_idempotency_key(tx.conn(), tenant, CREATE_OPERATION, rid, &digest, &response).await? {
+            match idempotency::claim(tx.conn(), tenant, CREATE_OPERATION, rid, &digest, &response).await? {
                 Claim::Claimed => {}
                 Claim::Existing { request_hash, response } => {
                     tx.commit().await?;

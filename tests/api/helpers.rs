@@ -242,13 +242,13 @@ impl TestApp {
     pub async fn create_user(&self, tenant: TenantId, role: Role) -> UserId {
         let mut conn = self.db.owner_conn().await;
         let id = UserId(Uuid::now_v7());
-        let user = User {
+        let user = User::person(
             id,
-            email: format!("{}@example.com", id.0.simple()),
-            display_name: format!("user {id}"),
+            format!("{}@example.com", id.0.simple()),
+            format!("user {id}"),
             role,
-            active: true,
-        };
+            time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("now"),
+        );
         assert!(
             deskd::users::store::insert_user(&mut conn, tenant, &user)
                 .await
