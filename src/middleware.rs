@@ -13,10 +13,13 @@
 //! 7. `tenant`      — resolves tenant and user (cached), checks
 //!    `x-tenant-id`, refuses suspended tenants.
 //! 8. `rate_limit`  — needs the resolved tenant and principal for its keys.
+//! 9. `authorize`   — the permission table's requirement for the method,
+//!    checked for every RPC right before its handler.
 //!
-//! Health and reflection skip 6–8 (`is_public`).
+//! Health and reflection skip 6–9 (`is_public`) and are never shed.
 
 pub mod authn;
+pub mod authorize;
 pub mod catch_panic;
 pub mod deadline;
 pub mod load_shed;

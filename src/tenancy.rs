@@ -6,6 +6,7 @@
 //! connection's return to the pool.
 
 pub mod directory;
+pub mod key_usage;
 pub mod store;
 pub mod tx;
 
@@ -27,7 +28,8 @@ impl fmt::Display for TenantId {
 }
 
 /// A user's id (unique within its tenant).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct UserId(pub Uuid);
 
 impl fmt::Display for UserId {
@@ -56,14 +58,41 @@ pub struct Tenant {
     pub status: TenantStatus,
 }
 
+/// How the caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A person with a JWT; its role grants its permissions.
+    Person {
+        /// The person's role.
+        role: crate::users::model::Role,
+    },
+    /// A service account with an API key; the key's scopes are its permissions.
+    ServiceAccount {
+        /// The key used.
+        api_key_id: uuid::Uuid,
+    },
+}
+
 /// The authenticated caller, resolved against the database: inserted into
 /// the request extensions by the tenant layer, read by every handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The tenant every operation of this request is confined to.
     pub tenant_id: TenantId,
-    /// The calling user.
+    /// The calling user (a service account for API keys).
     pub user_id: UserId,
-    /// The user's role, which decides what it may do.
-    pub role: crate::users::model::Role,
+    /// Person or service account.
+    pub kind: PrincipalKind,
+    /// What the caller may do.
+    pub permissions: crate::auth::Permissions,
+}
+
+/// Who is calling and until when: what every service operation needs
+/// besides its input.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The resolved caller.
+    pub principal: Principal,
+    /// The RPC's deadline.
+    pub deadline: Option<std::time::Instant>,
 }

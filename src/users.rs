@@ -1,5 +1,11 @@
-//! Users: the people who call deskd. The Users service grows here; for now
-//! the model and the SQL the request path and operator commands need.
+//! Users: the people and service accounts of a tenant, and the API keys
+//! service accounts authenticate with.
+//!
+//! `model` holds the types and rules, `store` the SQL, `service` the
+//! operations (transaction boundaries, cache invalidation) and `grpc` the
+//! wire mapping.
 
+pub mod grpc;
 pub mod model;
+pub mod service;
 pub mod store;
