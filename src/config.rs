@@ -682,4 +682,81 @@ mod tests {
         assert_eq!(cfg.database.max_connections, 4);
         assert_eq!(cfg.database.url.expose_secret(), "postgres://a@b/c");
     }
+
+    #[test]
+    fn jwt_keys_load_from_the_file_and_are_validated_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pem = dir.path().join("a.pem");
+        std::fs::write(&pem, "parsed later, by JwtKeys::from_config").expect("write pem");
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, "{}").expect("write jwks");
+        let path = dir.path().join("deskd.toml");
+        let load = |keys: &str, env_pairs: &[(&str, &str)]| {
+            std::fs::write(&path, format!("[jwt]\nreload_interval = \"2s\"\n{keys}")).expect("write toml");
+            Config::load(Some(&path), env(env_pairs))
+        };
+        let key = |kid: &str, alg: &str, file: &std::path::Path| {
+            format!(
+                "[[jwt.keys]]\nkid = \"{kid}\"\nalgorithm = \"{alg}\"\npem_file = {:?}\n",
+                file.display().to_string()
+            )
+        };
+        let jwks_str = jwks.display().to_string();
+
+        let cfg = load(
+            &format!("{}{}", key("a", "ES256", &pem), key("b", "EdDSA", &pem)),
+            &[("DESKD_JWT_JWKS_FILE", &jwks_str)],
+        )
+        .expect("loads");
+        assert_eq!(cfg.jwt.keys.len(), 2);
+        assert_eq!(
+            cfg.jwt.keys[0],
+            JwtKeyConfig {
+                kid: "a".into(),
+                algorithm: JwtKeyAlgorithm::ES256,
+                pem_file: pem.clone(),
+            }
+        );
+        assert_eq!(cfg.jwt.keys[1].algorithm, JwtKeyAlgorithm::EdDSA);
+        assert_eq!(cfg.jwt.jwks_file.as_deref(), Some(jwks.as_path()));
+        assert_eq!(cfg.jwt.reload_interval, Duration::from_secs(2));
+        let defaults = Config::load(None, env(&[])).expect("defaults");
+        assert!(defaults.jwt.keys.is_empty() && defaults.jwt.jwks_file.is_none());
+        assert_eq!(defaults.jwt.reload_interval, Duration::from_secs(10));
+
+        let missing = dir.path().join("missing.pem");
+        for (keys, env_pairs, expected) in [
+            (key("a", "HS512", &pem), vec![], "HS512"),
+            (
+                key("a", "RS256", &missing),
+                vec![],
+                "key `jwt.keys[0]` (kid `a`): pem_file",
+            ),
+            (
+                format!("{}{}", key("a", "RS256", &pem), key("a", "ES256", &pem)),
+                vec![],
+                "key `jwt.keys[1]` (kid `a`): duplicate kid",
+            ),
+            (
+                key(" ", "RS256", &pem),
+                vec![],
+                "key `jwt.keys[0].kid`: must not be empty",
+            ),
+            (
+                String::new(),
+                vec![("DESKD_JWT_JWKS_FILE", "/no/such/jwks.json")],
+                "key `jwt.jwks_file` (DESKD_JWT_JWKS_FILE)",
+            ),
+            (
+                String::new(),
+                vec![("DESKD_JWT_RELOAD_INTERVAL", "0s")],
+                "key `jwt.reload_interval` (DESKD_JWT_RELOAD_INTERVAL): must be positive",
+            ),
+        ] {
+            let err = load(&keys, &env_pairs).expect_err(expected);
+            assert!(err.to_string().contains(expected), "`{err}` lacks `{expected}`");
+        }
+        let err = load(&key("a", "HS512", &pem), &[]).expect_err("unknown algorithm");
+        assert!(err.to_string().contains("jwt.keys"), "{err}");
+    }
 }

@@ -121,8 +121,8 @@ impl TenantDirectory {
             .await
             .map_err(unshare)?;
         if found.is_none() {
-            // Misses are not remembered: a tenant or user created a moment
-            // later is served at once. Only a verified credential gets here.
+            // Misses are not remembered: a tenant, user or key created a
+            // moment later is served at once.
             cache.invalidate(&key).await;
         }
         Ok(found)
@@ -191,9 +191,10 @@ impl TenantDirectory {
     /// Resolves a credential to a principal, or refuses it.
     pub async fn resolve(&self, credential: &Credential, deadline: Option<Instant>) -> Result<Principal, AppError> {
         let tenant_id = credential.tenant_id();
-        self.check_tenant(tenant_id, deadline).await?;
         match credential {
             Credential::Jwt(auth) => {
+                // The JWT is verified already: its tenant may be named.
+                self.check_tenant(tenant_id, deadline).await?;
                 let user = self.active_user(tenant_id, auth.user_id, deadline).await?;
                 let (UserKind::Person, Some(role)) = (user.kind, user.role) else {
                     // Service accounts authenticate with keys only.
@@ -226,6 +227,9 @@ impl TenantDirectory {
                 if key.expire_time.is_some_and(|t| t <= OffsetDateTime::now_utc()) {
                     return Err(unauthenticated("API_KEY_EXPIRED", "the API key has expired"));
                 }
+                // Only now, with the secret proven, is the tenant's state
+                // revealed: a forged key learns nothing about the tenant.
+                self.check_tenant(tenant_id, deadline).await?;
                 let user = self.active_user(tenant_id, key.service_account_id, deadline).await?;
                 self.usage.record(tenant_id, key.id);
                 Ok(Principal {

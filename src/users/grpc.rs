@@ -439,13 +439,17 @@ impl users_service_server::UsersService for UsersGrpc {
             Ok(GetCurrentUserResponse {
                 user: Some(user_to_proto(me.user)),
                 tenant_id: me.principal.tenant_id.to_string(),
-                permissions: me
-                    .principal
-                    .permissions
-                    .to_vec()
-                    .iter()
-                    .map(|p| p.as_str().to_string())
-                    .collect(),
+                permissions: {
+                    let mut p: Vec<String> = me
+                        .principal
+                        .permissions
+                        .to_vec()
+                        .iter()
+                        .map(|p| p.as_str().to_string())
+                        .collect();
+                    p.sort();
+                    p
+                },
                 api_key_id,
             })
         })

@@ -4,14 +4,19 @@
 
 mod helpers;
 mod proxy;
+mod users_support;
 
+mod apikeys;
 mod auth;
 mod cli;
 mod health;
+mod jwt_keys;
 mod lifecycle;
+mod permissions;
 mod protocol;
 mod rate_limit;
 mod rls;
 mod tenancy;
 mod tickets;
 mod tickets_list;
+mod users;
