@@ -32,6 +32,12 @@ const SECTIONS: &[&str] = &[
 pub struct Config {
     /// Where the gRPC server listens (`DESKD_LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// The deployment's server secret (`DESKD_SECRET_KEY`, at least 32
+    /// bytes): page tokens and, without `api_keys.pepper`, API key digests
+    /// are keyed by values derived from it, so every replica must share it.
+    /// Empty: the JWT HS256 secret (or the development secret file) is used.
+    #[serde(serialize_with = "serialize_secret")]
+    pub secret_key: SecretString,
     /// PostgreSQL connections.
     pub database: DatabaseConfig,
     /// JWT verification (and minting by `deskd token mint`).
@@ -54,6 +60,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            secret_key: SecretString::from(""),
             database: DatabaseConfig::default(),
             jwt: JwtConfig::default(),
             server: ServerConfig::default(),
@@ -480,6 +487,10 @@ impl Config {
             if q.requests == 0 || q.period.is_zero() || q.burst == 0 {
                 return bad(key, "requests, period and burst must all be positive");
             }
+        }
+        let key = self.secret_key.expose_secret();
+        if !key.is_empty() && key.len() < 32 {
+            return bad("secret_key", "must be at least 32 bytes");
         }
         let pepper = self.api_keys.pepper.expose_secret();
         if !pepper.is_empty() && pepper.len() < 32 {

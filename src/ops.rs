@@ -123,8 +123,8 @@ pub async fn create_api_key(
             v.iter().map(|f| f.description.as_str()).collect::<Vec<_>>().join("; ")
         )
     })?;
-    let (secret, _) = jwt::load_secret(&cfg.jwt).context("loading the JWT secret")?;
-    let hasher = KeyHasher::from_pepper_or(&cfg.api_keys.pepper, &secret);
+    let server = crate::startup::server_secret(cfg).context("loading the server secret")?;
+    let hasher = KeyHasher::from_pepper_or(&cfg.api_keys.pepper, &server.secret);
     let now = now_micros();
     let mut conn = owner_conn(cfg).await?;
     let mut tx = conn.begin().await?;

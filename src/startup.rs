@@ -31,6 +31,31 @@ use crate::{
 /// The gRPC services deskd serves (health reports each by name).
 pub const SERVICE_NAMES: &[&str] = &["deskd.tickets.v1.TicketsService", "deskd.users.v1.UsersService"];
 
+/// The deployment's server secret, from which page-token MACs and (without a
+/// pepper) API key digests are derived. Every replica must share it.
+pub struct ServerSecret {
+    /// The secret.
+    pub secret: secrecy::SecretString,
+    /// Whether it is the local development secret file (not shared).
+    pub from_dev_file: bool,
+}
+
+/// `secret_key` when configured, else the JWT HS256 secret, else the
+/// development secret file.
+pub fn server_secret(cfg: &Config) -> std::io::Result<ServerSecret> {
+    if !cfg.secret_key.expose_secret().is_empty() {
+        return Ok(ServerSecret {
+            secret: cfg.secret_key.clone(),
+            from_dev_file: false,
+        });
+    }
+    let (secret, source) = jwt::load_secret(&cfg.jwt)?;
+    Ok(ServerSecret {
+        secret,
+        from_dev_file: matches!(source, jwt::SecretSource::DevFile(_)),
+    })
+}
+
 /// A built server, bound to its address and ready to run.
 pub struct Application {
     config: Config,
@@ -54,18 +79,16 @@ impl Application {
         db::check_app_role(&pool).await?;
 
         let (secret, source) = jwt::load_secret(&config.jwt).context("loading the JWT secret")?;
-        if let jwt::SecretSource::DevFile(path) = &source {
-            tracing::warn!(
-                path = %path.display(),
-                "no DESKD_JWT_SECRET configured: using the development secret file; set a secret in production"
-            );
-        }
         let hs_secret = jwt::verification_secret(&config.jwt, &secret, &source);
         let keys = Arc::new(JwtKeys::from_config(&config.jwt, hs_secret).context("building the JWT keys")?);
-
-        // API key digests are keyed by the configured pepper, else by a key
-        // derived from the same secret as the JWT (or the development file).
-        let hasher = KeyHasher::from_pepper_or(&config.api_keys.pepper, &secret);
+        let server = server_secret(&config).context("loading the server secret")?;
+        if server.from_dev_file {
+            tracing::warn!(
+                "no DESKD_SECRET_KEY or DESKD_JWT_SECRET configured: page tokens and API key digests use the \
+                 development secret file, which other replicas do not share; set DESKD_SECRET_KEY in production"
+            );
+        }
+        let hasher = KeyHasher::from_pepper_or(&config.api_keys.pepper, &server.secret);
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -76,9 +99,7 @@ impl Application {
             addr,
             pool,
             keys,
-            // Page tokens are MAC'd with a key derived from the JWT secret, so
-            // every replica of a deployment agrees without another setting.
-            page_tokens: PageTokens::new(secret.expose_secret().as_bytes()),
+            page_tokens: PageTokens::new(server.secret.expose_secret().as_bytes()),
             hasher,
             limiter: Arc::new(InProcessRateLimiter::default()),
         })
