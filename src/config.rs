@@ -24,6 +24,8 @@ const SECTIONS: &[&str] = &[
     "log",
     "health",
     "api_keys",
+    "redis",
+    "cache",
 ];
 
 /// deskd's whole configuration.
@@ -54,6 +56,10 @@ pub struct Config {
     pub health: HealthConfig,
     /// API keys.
     pub api_keys: ApiKeysConfig,
+    /// Redis (optional).
+    pub redis: RedisConfig,
+    /// Response caches.
+    pub cache: CacheConfig,
 }
 
 impl Default for Config {
@@ -69,6 +75,8 @@ impl Default for Config {
             log: LogConfig::default(),
             health: HealthConfig::default(),
             api_keys: ApiKeysConfig::default(),
+            redis: RedisConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -261,16 +269,38 @@ pub struct Quota {
     pub burst: u32,
 }
 
-/// Rate limits (GCRA), in-process for now.
+/// The quotas of one plan; unset fields fall back to the top-level quotas.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanQuotas {
+    /// Shared by all callers of one tenant.
+    pub tenant: Option<Quota>,
+    /// One person within a tenant.
+    pub principal: Option<Quota>,
+    /// One service account (API key caller) within a tenant.
+    pub service_principal: Option<Quota>,
+}
+
+/// Rate limits (GCRA): in-process without Redis, shared through Redis with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Off disables every limit.
     pub enabled: bool,
-    /// The limit shared by all callers of one tenant.
+    /// The limit shared by all callers of one tenant (default plan).
     pub tenant: Quota,
-    /// The limit of one principal within a tenant.
+    /// The limit of one person within a tenant (default plan).
     pub principal: Quota,
+    /// The limit of one service account within a tenant (default plan);
+    /// higher than a person's, for service-to-service traffic.
+    pub service_principal: Quota,
+    /// Named plans (`tenants.plan`), e.g. `[rate_limit.plans.reference]`
+    /// with `tenant = { requests = 100, period = "15m", burst = 100 }`.
+    /// A tenant's own `rate_limits` column overrides its plan.
+    pub plans: std::collections::BTreeMap<String, PlanQuotas>,
+    /// When the shared store (Redis) is unreachable: admit (true, the
+    /// default) or refuse with UNAVAILABLE (false).
+    pub fail_open: bool,
 }
 
 impl Default for RateLimitConfig {
@@ -287,6 +317,73 @@ impl Default for RateLimitConfig {
                 period: Duration::from_secs(1),
                 burst: 400,
             },
+            service_principal: Quota {
+                requests: 1000,
+                period: Duration::from_secs(1),
+                burst: 2000,
+            },
+            plans: std::collections::BTreeMap::new(),
+            fail_open: true,
+        }
+    }
+}
+
+/// Redis: shared rate limits, the second cache tier and cross-replica
+/// invalidation. Without a URL deskd runs as a single replica with
+/// in-process implementations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (`DESKD_REDIS_URL`); empty disables Redis.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: SecretString,
+    /// Prefix of every key and channel, so deployments (and tests) can share a Redis.
+    pub key_prefix: String,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound on every Redis call: past it the call counts as failed and
+    /// deskd goes on without Redis for that request.
+    #[serde(with = "humantime_serde")]
+    pub op_timeout: Duration,
+    /// How often a Redis outage is logged (once per interval, not per request).
+    #[serde(with = "humantime_serde")]
+    pub log_interval: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from(""),
+            key_prefix: "deskd".into(),
+            max_connections: 32,
+            connect_timeout: Duration::from_millis(500),
+            op_timeout: Duration::from_millis(100),
+            log_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Response caches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a Stats response is served from cache (per tenant and caller).
+    #[serde(with = "humantime_serde")]
+    pub stats_ttl: Duration,
+    /// How long the in-process tier keeps an entry at most (the Redis tier
+    /// keeps it for the full TTL).
+    #[serde(with = "humantime_serde")]
+    pub local_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            stats_ttl: Duration::from_secs(60),
+            local_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -480,13 +577,49 @@ impl Config {
         if self.server.max_request_duration.is_zero() {
             return bad("server.max_request_duration", "must be positive");
         }
-        for (key, q) in [
-            ("rate_limit.tenant", self.rate_limit.tenant),
-            ("rate_limit.principal", self.rate_limit.principal),
-        ] {
-            if q.requests == 0 || q.period.is_zero() || q.burst == 0 {
-                return bad(key, "requests, period and burst must all be positive");
+        let mut quotas = vec![
+            ("rate_limit.tenant".to_string(), self.rate_limit.tenant),
+            ("rate_limit.principal".to_string(), self.rate_limit.principal),
+            (
+                "rate_limit.service_principal".to_string(),
+                self.rate_limit.service_principal,
+            ),
+        ];
+        for (name, plan) in &self.rate_limit.plans {
+            for (part, q) in [
+                ("tenant", plan.tenant),
+                ("principal", plan.principal),
+                ("service_principal", plan.service_principal),
+            ] {
+                if let Some(q) = q {
+                    quotas.push((format!("rate_limit.plans.{name}.{part}"), q));
+                }
             }
+        }
+        for (key, q) in quotas {
+            if q.requests == 0 || q.period.is_zero() || q.burst == 0 {
+                return Err(ConfigError(format!(
+                    "key `{key}`: requests, period and burst must all be positive"
+                )));
+            }
+        }
+        if !self
+            .redis
+            .key_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+            || self.redis.key_prefix.is_empty()
+        {
+            return bad("redis.key_prefix", "must be non-empty [A-Za-z0-9_.:-]");
+        }
+        if self.redis.op_timeout.is_zero() || self.redis.connect_timeout.is_zero() || self.redis.max_connections == 0 {
+            return bad(
+                "redis",
+                "op_timeout, connect_timeout and max_connections must be positive",
+            );
+        }
+        if self.cache.stats_ttl.is_zero() || self.cache.local_ttl.is_zero() {
+            return bad("cache", "stats_ttl and local_ttl must be positive");
         }
         let key = self.secret_key.expose_secret();
         if !key.is_empty() && key.len() < 32 {
@@ -677,6 +810,32 @@ mod tests {
 
         let err = Config::load(None, env(&[("DESKD_NO_SUCH_KEY", "1")])).expect_err("must fail");
         assert!(err.to_string().contains("no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn the_reference_designs_limits_are_expressible() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deskd.toml");
+        std::fs::write(
+            &path,
+            "[rate_limit.plans.reference]\n\
+             tenant = { requests = 100, period = \"15m\", burst = 100 }\n\
+             principal = { requests = 60, period = \"1m\", burst = 60 }\n",
+        )
+        .expect("write");
+        let cfg = Config::load(Some(&path), env(&[])).expect("loads");
+        let plan = cfg.rate_limit.plans["reference"];
+        assert_eq!(
+            plan.tenant,
+            Some(Quota {
+                requests: 100,
+                period: Duration::from_secs(900),
+                burst: 100
+            })
+        );
+        assert_eq!(plan.principal.map(|q| q.period), Some(Duration::from_secs(60)));
+        assert_eq!(plan.service_principal, None);
+        assert!(cfg.rate_limit.service_principal.requests > cfg.rate_limit.principal.requests);
     }
 
     #[test]

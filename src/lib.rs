@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod db;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod etag;
 pub mod grpc_util;
 pub mod idempotency;
+pub mod kv;
 pub mod middleware;
 pub mod ops;
 pub mod pagination;

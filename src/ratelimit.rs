@@ -2,19 +2,22 @@
 //!
 //! One theoretical-arrival-time per key; a request is allowed while it does
 //! not push that time more than the burst tolerance into the future. The
-//! `RateLimiter` trait is what the middleware uses, so a shared (Redis)
-//! implementation can replace the in-process one without touching it.
+//! middleware uses the `RateLimiter` trait: `InProcessRateLimiter` for a
+//! single replica, `RedisRateLimiter` (one atomic Lua script, run by SHA)
+//! when replicas share Redis.
 
 use std::{
     collections::HashMap,
-    hash::{Hash, Hasher},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures_util::future::BoxFuture;
 
-use crate::config::Quota;
+use crate::{
+    config::Quota,
+    kv::{Redis, RedisDown},
+};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +34,21 @@ pub struct Decision {
     pub reset_after: Duration,
 }
 
-/// Decides whether a request under `key` fits `quota`.
+/// One quota to check, under its key.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The state key (without the deployment prefix).
+    pub key: String,
+    /// The quota.
+    pub quota: Quota,
+}
+
+/// Decides whether a request fits every quota. All-or-nothing: the request
+/// is counted against each quota only when every one admits it, so a
+/// refusal by one limit does not drain the others.
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Checks and (when allowed) consumes one request.
-    fn check<'a>(&'a self, key: &'a str, quota: &'a Quota) -> BoxFuture<'a, Decision>;
+    /// One decision per check, in order; `Err` when the shared store is down.
+    fn check_all<'a>(&'a self, checks: &'a [Check]) -> BoxFuture<'a, Result<Vec<Decision>, RedisDown>>;
 }
 
 /// The pure GCRA step: given the stored TAT (if any), returns the decision
@@ -78,56 +92,167 @@ pub fn gcra(tat: Option<Instant>, now: Instant, quota: &Quota) -> (Decision, Opt
     }
 }
 
-const SHARDS: usize = 16;
-
 /// GCRA state in this process (one replica).
+#[derive(Default)]
 pub struct InProcessRateLimiter {
-    shards: Vec<Mutex<HashMap<String, Instant>>>,
-}
-
-impl Default for InProcessRateLimiter {
-    fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
+    state: Mutex<HashMap<String, Instant>>,
 }
 
 impl InProcessRateLimiter {
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Instant>> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
-    }
-
-    /// Synchronous check, at `now`.
-    pub fn check_at(&self, key: &str, quota: &Quota, now: Instant) -> Decision {
-        let Ok(mut map) = self.shard(key).lock() else {
-            // A poisoned shard means a panic mid-update: fail open.
-            return Decision {
-                allowed: true,
-                limit: quota.burst,
-                remaining: 0,
-                retry_after: Duration::ZERO,
-                reset_after: Duration::ZERO,
-            };
+    /// Synchronous check of every quota at `now` (all-or-nothing).
+    pub fn check_all_at(&self, checks: &[Check], now: Instant) -> Vec<Decision> {
+        let Ok(mut map) = self.state.lock() else {
+            // A poisoned lock means a panic mid-update: fail open.
+            return checks
+                .iter()
+                .map(|c| Decision {
+                    allowed: true,
+                    limit: c.quota.burst,
+                    remaining: 0,
+                    retry_after: Duration::ZERO,
+                    reset_after: Duration::ZERO,
+                })
+                .collect();
         };
         // Keep memory bounded: entries whose TAT has passed hold no state.
-        if map.len() > 10_000 {
+        if map.len() > 100_000 {
             map.retain(|_, tat| *tat > now);
         }
-        let (decision, store) = gcra(map.get(key).copied(), now, quota);
-        if let Some(tat) = store {
-            map.insert(key.to_string(), tat);
+        let results: Vec<(Decision, Option<Instant>)> = checks
+            .iter()
+            .map(|c| gcra(map.get(&c.key).copied(), now, &c.quota))
+            .collect();
+        if results.iter().all(|(d, _)| d.allowed) {
+            for (c, (_, tat)) in checks.iter().zip(&results) {
+                if let Some(tat) = tat {
+                    map.insert(c.key.clone(), *tat);
+                }
+            }
         }
-        decision
+        results.into_iter().map(|(d, _)| d).collect()
+    }
+
+    /// Synchronous check of one quota at `now`.
+    pub fn check_at(&self, key: &str, quota: &Quota, now: Instant) -> Decision {
+        let checks = [Check {
+            key: key.to_string(),
+            quota: *quota,
+        }];
+        self.check_all_at(&checks, now)[0]
     }
 }
 
 impl RateLimiter for InProcessRateLimiter {
-    fn check<'a>(&'a self, key: &'a str, quota: &'a Quota) -> BoxFuture<'a, Decision> {
-        let d = self.check_at(key, quota, Instant::now());
-        Box::pin(async move { d })
+    fn check_all<'a>(&'a self, checks: &'a [Check]) -> BoxFuture<'a, Result<Vec<Decision>, RedisDown>> {
+        let d = self.check_all_at(checks, Instant::now());
+        Box::pin(async move { Ok(d) })
+    }
+}
+
+/// GCRA over several keys in one atomic Lua script: reads each key's TAT,
+/// decides every quota, and writes the new TATs only when all admit the
+/// request. Time comes from the Redis server (`TIME`), so replicas with
+/// skewed clocks still agree. Returns per key `{allowed, x, reset_us}` where
+/// x is the room left (allowed) or the retry delay (denied), in µs.
+const GCRA_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+local news = {}
+local all_ok = true
+for i = 1, #KEYS do
+  local em = tonumber(ARGV[2 * i - 1])
+  local tol = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + em
+  local ahead = new_tat - now
+  if ahead > tol then
+    all_ok = false
+    out[#out + 1] = 0
+    out[#out + 1] = ahead - tol
+    out[#out + 1] = tat - now
+  else
+    out[#out + 1] = 1
+    out[#out + 1] = tol - ahead
+    out[#out + 1] = ahead
+    news[i] = new_tat
+  end
+end
+if all_ok then
+  for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', math.floor((news[i] - now) / 1000) + 1)
+  end
+end
+return out
+";
+
+/// GCRA state shared by every replica through Redis.
+pub struct RedisRateLimiter {
+    redis: Arc<Redis>,
+    script: redis::Script,
+}
+
+impl RedisRateLimiter {
+    /// A limiter on `redis`; the script is loaded on first use and run by SHA.
+    pub fn new(redis: Arc<Redis>) -> Self {
+        Self {
+            redis,
+            script: redis::Script::new(GCRA_SCRIPT),
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl RateLimiter for RedisRateLimiter {
+    fn check_all<'a>(&'a self, checks: &'a [Check]) -> BoxFuture<'a, Result<Vec<Decision>, RedisDown>> {
+        Box::pin(async move {
+            let mut invocation = self.script.prepare_invoke();
+            for c in checks {
+                let emission = c.quota.period / c.quota.requests.max(1);
+                invocation.key(self.redis.key(&c.key));
+                invocation.arg(micros(emission).max(1));
+                invocation.arg(micros(emission * c.quota.burst.max(1)));
+            }
+            let raw: Vec<i64> = self
+                .redis
+                .run("rate_limit", |mut conn| async move {
+                    invocation.invoke_async(&mut *conn).await
+                })
+                .await?;
+            if raw.len() != checks.len() * 3 {
+                self.redis.note_failure("rate_limit", "unexpected script reply");
+                return Err(RedisDown);
+            }
+            let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+            Ok(checks
+                .iter()
+                .zip(raw.chunks(3))
+                .map(|(c, r)| {
+                    let emission = micros(c.quota.period / c.quota.requests.max(1)).max(1);
+                    if r[0] == 1 {
+                        Decision {
+                            allowed: true,
+                            limit: c.quota.burst,
+                            remaining: u32::try_from(r[1] / emission).unwrap_or(u32::MAX),
+                            retry_after: Duration::ZERO,
+                            reset_after: us(r[2]),
+                        }
+                    } else {
+                        Decision {
+                            allowed: false,
+                            limit: c.quota.burst,
+                            remaining: 0,
+                            retry_after: us(r[1]),
+                            reset_after: us(r[2]),
+                        }
+                    }
+                })
+                .collect())
+        })
     }
 }
 

@@ -13,8 +13,10 @@ use tower::ServiceBuilder;
 
 use crate::{
     auth::{JwtKeys, apikey::KeyHasher, jwt},
+    cache::{self, InvalidationRegistry},
     config::Config,
     db,
+    kv::Redis,
     middleware::{
         MiddlewareLayer, authn::AuthnLayer, authorize::AuthorizeLayer, catch_panic::CatchPanicLayer,
         deadline::DeadlineLayer, load_shed::LoadShedLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer,
@@ -22,7 +24,7 @@ use crate::{
     },
     pagination::PageTokens,
     proto,
-    ratelimit::{InProcessRateLimiter, RateLimiter},
+    ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
     tenancy::{TenantDirectory, directory::DirectoryConfig, key_usage::KeyUsage},
     tickets::{grpc::TicketsGrpc, service::TicketsService},
     users::{grpc::UsersGrpc, service::UsersService},
@@ -66,6 +68,7 @@ pub struct Application {
     page_tokens: PageTokens,
     hasher: KeyHasher,
     limiter: Arc<dyn RateLimiter>,
+    redis: Option<Arc<Redis>>,
 }
 
 impl Application {
@@ -89,6 +92,10 @@ impl Application {
             );
         }
         let hasher = KeyHasher::from_pepper_or(&config.api_keys.pepper, &server.secret);
+        let redis = Redis::from_config(&config.redis)?;
+        if redis.is_none() {
+            tracing::info!("no DESKD_REDIS_URL: rate limits and caches are this replica's own");
+        }
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -101,7 +108,11 @@ impl Application {
             keys,
             page_tokens: PageTokens::new(server.secret.expose_secret().as_bytes()),
             hasher,
-            limiter: Arc::new(InProcessRateLimiter::default()),
+            limiter: match &redis {
+                Some(r) => Arc::new(RedisRateLimiter::new(r.clone())),
+                None => Arc::new(InProcessRateLimiter::default()),
+            },
+            redis,
         })
     }
 
@@ -127,6 +138,7 @@ impl Application {
             page_tokens,
             hasher,
             limiter,
+            redis,
         } = self;
         let cfg = Arc::new(config);
         let s = &cfg.server;
@@ -177,10 +189,30 @@ impl Application {
                 principal_ttl: cfg.tenant_cache.principal_ttl,
                 capacity: cfg.tenant_cache.capacity,
                 statement_cap: cfg.database.statement_timeout,
+                local_ttl: if redis.is_some() {
+                    cfg.cache.local_ttl
+                } else {
+                    // Without Redis there is no second tier: keep the full TTL here.
+                    cfg.tenant_cache.principal_ttl.max(cfg.tenant_cache.ttl)
+                },
             },
             hasher.clone(),
             key_usage.clone(),
+            redis.clone(),
         );
+        let mut registry = InvalidationRegistry::default();
+        directory.register(&mut registry);
+        let registry = Arc::new(registry);
+        let (subscribed_tx, _subscribed_rx) = tokio::sync::watch::channel(false);
+        let invalidation_task = redis.clone().map(|r| {
+            let stop = stop_health.clone();
+            tokio::spawn(cache::listen(
+                r,
+                registry.clone(),
+                async move { stop.stopped().await },
+                subscribed_tx,
+            ))
+        });
         let usage_task = tokio::spawn(key_usage_loop(
             key_usage.clone(),
             pool.clone(),
@@ -278,6 +310,9 @@ impl Application {
         let _ = keys_task.await;
         // The usage loop writes what is pending once more as it stops.
         let _ = usage_task.await;
+        if let Some(t) = invalidation_task {
+            let _ = t.await;
+        }
         pool.close().await;
         tracing::info!("deskd stopped");
         result

@@ -18,7 +18,8 @@ pub use directory::TenantDirectory;
 pub use tx::TenantTx;
 
 /// A tenant's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct TenantId(pub Uuid);
 
 impl fmt::Display for TenantId {
@@ -39,7 +40,7 @@ impl fmt::Display for UserId {
 }
 
 /// Whether a tenant may be served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TenantStatus {
     /// Served normally.
     Active,
@@ -48,7 +49,7 @@ pub enum TenantStatus {
 }
 
 /// A tenant as the request path needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tenant {
     /// Its id.
     pub id: TenantId,
@@ -56,6 +57,10 @@ pub struct Tenant {
     pub name: String,
     /// Active or suspended.
     pub status: TenantStatus,
+    /// The rate-limit plan (a key of `rate_limit.plans`, or `default`).
+    pub plan: String,
+    /// The tenant's own quotas, overriding its plan's.
+    pub rate_limits: Option<crate::config::PlanQuotas>,
 }
 
 /// How the caller authenticated.

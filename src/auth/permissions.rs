@@ -9,7 +9,7 @@ use std::fmt;
 use crate::{error::AppError, tenancy::Principal, users::model::Role};
 
 /// Something a caller may be allowed to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Permission {
     /// Read tickets.
     TicketsRead,

@@ -1,16 +1,26 @@
-//! Layer 8: rate limits per tenant and per tenant+principal.
+//! Layer 8: rate limits per tenant+principal and per tenant.
 //!
-//! Innermost, because its keys are the resolved tenant and principal. A
-//! denied request answers RESOURCE_EXHAUSTED with RetryInfo, QuotaFailure
-//! and `retry-after`.
+//! After the tenant layer, because its keys and quotas come from the
+//! resolved principal and tenant (plan and per-tenant overrides). Both
+//! quotas are decided in one all-or-nothing step (one Redis script when
+//! replicas share Redis). Every response carries `ratelimit-limit`,
+//! `ratelimit-remaining` and `ratelimit-reset` for the tighter of the two;
+//! a refusal answers RESOURCE_EXHAUSTED with RetryInfo, QuotaFailure and
+//! `retry-after`. When the shared store is down the request is admitted
+//! (fail open, the default) or refused with UNAVAILABLE (fail closed).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use tower::Service;
 
 use super::{Middleware, Req, RequestId, Res, error_response, is_public};
-use crate::{config::RateLimitConfig, error::AppError, ratelimit::RateLimiter, tenancy::Principal};
+use crate::{
+    config::{PlanQuotas, Quota, RateLimitConfig},
+    error::AppError,
+    ratelimit::{Check, Decision, RateLimiter},
+    tenancy::{Principal, PrincipalKind, Tenant},
+};
 
 /// Applies the tenant and principal quotas.
 #[derive(Clone)]
@@ -21,8 +31,42 @@ pub struct RateLimitLayer {
     pub config: Arc<RateLimitConfig>,
 }
 
-fn describe(q: &crate::config::Quota) -> String {
+fn describe(q: &Quota) -> String {
     format!("{} requests per {:?}, burst {}", q.requests, q.period, q.burst)
+}
+
+/// The (tenant, principal) quotas for a caller: the tenant's own overrides,
+/// else its plan's, else the defaults.
+pub fn quotas_for(cfg: &RateLimitConfig, tenant: Option<&Tenant>, principal: &Principal) -> (Quota, Quota) {
+    let none = PlanQuotas::default();
+    let plan = tenant.and_then(|t| cfg.plans.get(&t.plan)).unwrap_or(&none);
+    let own = tenant.and_then(|t| t.rate_limits.as_ref()).unwrap_or(&none);
+    let tenant_q = own.tenant.or(plan.tenant).unwrap_or(cfg.tenant);
+    let principal_q = match principal.kind {
+        PrincipalKind::Person { .. } => own.principal.or(plan.principal).unwrap_or(cfg.principal),
+        PrincipalKind::ServiceAccount { .. } => own
+            .service_principal
+            .or(plan.service_principal)
+            .unwrap_or(cfg.service_principal),
+    };
+    (tenant_q, principal_q)
+}
+
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn set_headers(res: &mut Res, d: &Decision) {
+    let h = res.headers_mut();
+    for (name, value) in [
+        ("ratelimit-limit", u64::from(d.limit)),
+        ("ratelimit-remaining", u64::from(d.remaining)),
+        ("ratelimit-reset", secs_ceil(d.reset_after)),
+    ] {
+        if let Ok(v) = http::HeaderValue::from_str(&value.to_string()) {
+            h.insert(name, v);
+        }
+    }
 }
 
 impl Middleware for RateLimitLayer {
@@ -41,28 +85,53 @@ impl Middleware for RateLimitLayer {
             let Some(p) = req.extensions().get::<Principal>().cloned() else {
                 return next.call(req).await;
             };
-            let tenant_key = format!("t:{}", p.tenant_id);
-            let principal_key = format!("p:{}:{}", p.tenant_id, p.user_id);
-            // The principal's own quota first: one noisy caller that is
-            // refused does not also drain its tenant's shared budget.
+            let (tenant_q, principal_q) = quotas_for(&config, req.extensions().get::<Tenant>(), &p);
+            // The tenant id is the Redis hash tag: both keys live in one slot,
+            // so one script can decide them atomically on a cluster too.
             let checks = [
-                (principal_key, format!("principal:{}", p.user_id), config.principal),
-                (tenant_key, format!("tenant:{}", p.tenant_id), config.tenant),
+                Check {
+                    key: format!("rl:{{{}}}:p:{}", p.tenant_id, p.user_id),
+                    quota: principal_q,
+                },
+                Check {
+                    key: format!("rl:{{{}}}:t", p.tenant_id),
+                    quota: tenant_q,
+                },
             ];
-            for (key, subject, quota) in checks {
-                let d = limiter.check(&key, &quota).await;
-                if !d.allowed {
+            let subjects = [format!("principal:{}", p.user_id), format!("tenant:{}", p.tenant_id)];
+            let request_id = RequestId::of(&req);
+            let decisions = match limiter.check_all(&checks).await {
+                Ok(d) => d,
+                Err(_) if config.fail_open => return next.call(req).await,
+                Err(_) => {
                     return Ok(error_response(
-                        AppError::RateLimited {
-                            subject,
-                            retry_after: d.retry_after,
-                            description: describe(&quota),
+                        AppError::Unavailable {
+                            dependency: "redis",
+                            source: anyhow::anyhow!("rate limiter unavailable and rate_limit.fail_open is false"),
                         },
-                        &RequestId::of(&req),
+                        &request_id,
                     ));
                 }
+            };
+            if let Some(i) = decisions.iter().position(|d| !d.allowed) {
+                let d = decisions[i];
+                let mut res = error_response(
+                    AppError::RateLimited {
+                        subject: subjects[i].clone(),
+                        retry_after: d.retry_after,
+                        description: describe(&checks[i].quota),
+                    },
+                    &request_id,
+                );
+                set_headers(&mut res, &d);
+                return Ok(res);
             }
-            next.call(req).await
+            let tightest = decisions.iter().min_by_key(|d| d.remaining).copied();
+            let mut res = next.call(req).await?;
+            if let Some(d) = tightest {
+                set_headers(&mut res, &d);
+            }
+            Ok(res)
         })
     }
 }

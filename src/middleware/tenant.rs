@@ -74,8 +74,9 @@ impl Middleware for TenantLayer {
             }
             let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
             match directory.resolve(&credential, deadline).await {
-                Ok(principal) => {
+                Ok((principal, tenant)) => {
                     req.extensions_mut().insert(principal);
+                    req.extensions_mut().insert(tenant);
                     next.call(req).await
                 }
                 Err(e) => Ok(error_response(e, &request_id)),

@@ -1,15 +1,14 @@
-//! Resolves a credential to a `Principal`, through in-process caches so the
-//! hot path skips PostgreSQL: tenants (short TTL), users and API keys
-//! (`user:{id}`-style entries, 5 minutes by default). Writes that change a
-//! user or revoke a key invalidate their entry at once, so the very next
-//! request on this replica sees the change.
+//! Resolves a credential to a `Principal`, through two-tier caches (see
+//! `crate::cache`) so the hot path skips PostgreSQL: tenants (`tenant:{id}`,
+//! 60 s), users (`user:{tenant}:{id}`) and API keys (`key:{tenant}:{id}`),
+//! 5 minutes by default. Writes that change a user or revoke a key
+//! invalidate their entry here, in Redis and (by pub/sub) on every replica.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use moka::future::Cache;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -19,7 +18,9 @@ use super::{
 };
 use crate::{
     auth::{Credential, Permissions, apikey::KeyHasher},
+    cache::{InvalidationRegistry, TwoTier},
     error::AppError,
+    kv::Redis,
     users::{
         self,
         model::{ApiKey, User, UserKind},
@@ -37,33 +38,27 @@ pub struct DirectoryConfig {
     pub capacity: u64,
     /// Cap on one lookup's statements.
     pub statement_cap: Duration,
+    /// Most time an entry stays in the in-process tier.
+    pub local_ttl: Duration,
 }
 
 /// An API key's metadata and its secret's stored digest.
-type StoredKey = (ApiKey, Arc<Vec<u8>>);
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StoredKey {
+    key: ApiKey,
+    digest: Vec<u8>,
+}
 
 /// Tenant, user and API key lookups, cached.
 #[derive(Clone)]
 pub struct TenantDirectory {
     pool: PgPool,
-    tenants: Cache<TenantId, Option<Tenant>>,
-    users: Cache<(TenantId, UserId), Option<User>>,
-    keys: Cache<(TenantId, Uuid), Option<StoredKey>>,
+    tenants: TwoTier<Tenant>,
+    users: TwoTier<User>,
+    keys: TwoTier<StoredKey>,
     statement_cap: Duration,
     hasher: KeyHasher,
     usage: Arc<KeyUsage>,
-}
-
-/// Rebuilds an error shared by moka's single-flight loader.
-fn unshare(err: Arc<AppError>) -> AppError {
-    match &*err {
-        AppError::DeadlineExceeded => AppError::DeadlineExceeded,
-        AppError::Unavailable { dependency, source } => AppError::Unavailable {
-            dependency,
-            source: anyhow::anyhow!("{source:#}"),
-        },
-        other => AppError::Internal(anyhow::anyhow!("{other:#}")),
-    }
 }
 
 fn unauthenticated(reason: &'static str, description: &'static str) -> AppError {
@@ -71,66 +66,75 @@ fn unauthenticated(reason: &'static str, description: &'static str) -> AppError 
 }
 
 impl TenantDirectory {
-    /// A directory over `pool`.
-    pub fn new(pool: PgPool, cfg: DirectoryConfig, hasher: KeyHasher, usage: Arc<KeyUsage>) -> Self {
+    /// A directory over `pool`; with `redis`, the caches are shared.
+    pub fn new(
+        pool: PgPool,
+        cfg: DirectoryConfig,
+        hasher: KeyHasher,
+        usage: Arc<KeyUsage>,
+        redis: Option<Arc<Redis>>,
+    ) -> Self {
+        let local = |ttl: Duration| ttl.min(cfg.local_ttl);
         Self {
             pool,
-            tenants: Cache::builder()
-                .time_to_live(cfg.tenant_ttl)
-                .max_capacity(cfg.capacity)
-                .build(),
-            users: Cache::builder()
-                .time_to_live(cfg.principal_ttl)
-                .max_capacity(cfg.capacity)
-                .build(),
-            keys: Cache::builder()
-                .time_to_live(cfg.principal_ttl)
-                .max_capacity(cfg.capacity)
-                .build(),
+            tenants: TwoTier::new(
+                "tenant",
+                cfg.capacity,
+                local(cfg.tenant_ttl),
+                cfg.tenant_ttl,
+                redis.clone(),
+            ),
+            users: TwoTier::new(
+                "user",
+                cfg.capacity,
+                local(cfg.principal_ttl),
+                cfg.principal_ttl,
+                redis.clone(),
+            ),
+            keys: TwoTier::new("key", cfg.capacity, local(cfg.principal_ttl), cfg.principal_ttl, redis),
             statement_cap: cfg.statement_cap,
             hasher,
             usage,
         }
     }
 
-    /// Runs one lookup in its own tenant transaction (single flight per key
-    /// through moka); "not found" is not remembered.
-    async fn load<K, V, F, Fut>(
+    /// Registers the directory's caches for pub/sub invalidation.
+    pub fn register(&self, registry: &mut InvalidationRegistry) {
+        self.tenants.register(registry);
+        self.users.register(registry);
+        self.keys.register(registry);
+    }
+
+    /// Runs one lookup in its own tenant transaction.
+    async fn load<V, F, Fut>(
         &self,
-        cache: &Cache<K, Option<V>>,
-        key: K,
+        cache: &TwoTier<V>,
+        key: String,
         tenant: TenantId,
         deadline: Option<Instant>,
         query: F,
     ) -> Result<Option<V>, AppError>
     where
-        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
+        V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
         F: FnOnce(TenantTx) -> Fut + Send,
         Fut: std::future::Future<Output = Result<(TenantTx, Option<V>), AppError>> + Send,
     {
         let pool = self.pool.clone();
         let cap = self.statement_cap;
-        let found = cache
-            .try_get_with(key.clone(), async move {
+        let (found, _) = cache
+            .get_or_load(&key, || async move {
                 let tx = TenantTx::begin(&pool, tenant, Budget::new(deadline, cap)).await?;
                 let (tx, value) = query(tx).await?;
                 tx.commit().await?;
-                Ok::<_, AppError>(value)
+                Ok(value)
             })
-            .await
-            .map_err(unshare)?;
-        if found.is_none() {
-            // Misses are not remembered: a tenant, user or key created a
-            // moment later is served at once.
-            cache.invalidate(&key).await;
-        }
+            .await?;
         Ok(found)
     }
 
     /// The tenant, from cache or PostgreSQL.
     pub async fn tenant(&self, id: TenantId, deadline: Option<Instant>) -> Result<Option<Tenant>, AppError> {
-        self.load(&self.tenants, id, id, deadline, |mut tx| async move {
+        self.load(&self.tenants, id.to_string(), id, deadline, |mut tx| async move {
             let t = store::get_tenant(tx.conn(), id).await?;
             Ok((tx, t))
         })
@@ -144,10 +148,16 @@ impl TenantDirectory {
         id: UserId,
         deadline: Option<Instant>,
     ) -> Result<Option<User>, AppError> {
-        self.load(&self.users, (tenant, id), tenant, deadline, |mut tx| async move {
-            let u = users::store::get_user(tx.conn(), tenant, id).await?;
-            Ok((tx, u))
-        })
+        self.load(
+            &self.users,
+            format!("{tenant}:{id}"),
+            tenant,
+            deadline,
+            |mut tx| async move {
+                let u = users::store::get_user(tx.conn(), tenant, id).await?;
+                Ok((tx, u))
+            },
+        )
         .await
     }
 
@@ -157,14 +167,20 @@ impl TenantDirectory {
         id: Uuid,
         deadline: Option<Instant>,
     ) -> Result<Option<StoredKey>, AppError> {
-        self.load(&self.keys, (tenant, id), tenant, deadline, |mut tx| async move {
-            let k = users::store::get_api_key_with_digest(tx.conn(), tenant, id).await?;
-            Ok((tx, k.map(|(k, d)| (k, Arc::new(d)))))
-        })
+        self.load(
+            &self.keys,
+            format!("{tenant}:{id}"),
+            tenant,
+            deadline,
+            |mut tx| async move {
+                let k = users::store::get_api_key_with_digest(tx.conn(), tenant, id).await?;
+                Ok((tx, k.map(|(key, digest)| StoredKey { key, digest })))
+            },
+        )
         .await
     }
 
-    async fn check_tenant(&self, tenant_id: TenantId, deadline: Option<Instant>) -> Result<(), AppError> {
+    async fn check_tenant(&self, tenant_id: TenantId, deadline: Option<Instant>) -> Result<Tenant, AppError> {
         match self.tenant(tenant_id, deadline).await? {
             None => Err(AppError::PermissionDenied {
                 reason: "TENANT_UNKNOWN",
@@ -176,7 +192,7 @@ impl TenantDirectory {
                 description: "the tenant is suspended".into(),
                 metadata: vec![],
             }),
-            Some(_) => Ok(()),
+            Some(t) => Ok(t),
         }
     }
 
@@ -188,13 +204,17 @@ impl TenantDirectory {
         }
     }
 
-    /// Resolves a credential to a principal, or refuses it.
-    pub async fn resolve(&self, credential: &Credential, deadline: Option<Instant>) -> Result<Principal, AppError> {
+    /// Resolves a credential to a principal (and its tenant), or refuses it.
+    pub async fn resolve(
+        &self,
+        credential: &Credential,
+        deadline: Option<Instant>,
+    ) -> Result<(Principal, Tenant), AppError> {
         let tenant_id = credential.tenant_id();
         match credential {
             Credential::Jwt(auth) => {
                 // The JWT is verified already: its tenant may be named.
-                self.check_tenant(tenant_id, deadline).await?;
+                let tenant = self.check_tenant(tenant_id, deadline).await?;
                 let user = self.active_user(tenant_id, auth.user_id, deadline).await?;
                 let (UserKind::Person, Some(role)) = (user.kind, user.role) else {
                     // Service accounts authenticate with keys only.
@@ -203,16 +223,19 @@ impl TenantDirectory {
                         "service accounts authenticate with API keys",
                     ));
                 };
-                Ok(Principal {
-                    tenant_id,
-                    user_id: user.id,
-                    kind: PrincipalKind::Person { role },
-                    permissions: Permissions::for_role(role),
-                })
+                Ok((
+                    Principal {
+                        tenant_id,
+                        user_id: user.id,
+                        kind: PrincipalKind::Person { role },
+                        permissions: Permissions::for_role(role),
+                    },
+                    tenant,
+                ))
             }
             Credential::ApiKey(cred) => {
                 let invalid = || unauthenticated("API_KEY_INVALID", "the API key is not valid");
-                let (key, digest) = self
+                let StoredKey { key, digest } = self
                     .api_key(tenant_id, cred.key_id, deadline)
                     .await?
                     .ok_or_else(invalid)?;
@@ -229,31 +252,35 @@ impl TenantDirectory {
                 }
                 // Only now, with the secret proven, is the tenant's state
                 // revealed: a forged key learns nothing about the tenant.
-                self.check_tenant(tenant_id, deadline).await?;
+                let tenant = self.check_tenant(tenant_id, deadline).await?;
                 let user = self.active_user(tenant_id, key.service_account_id, deadline).await?;
                 self.usage.record(tenant_id, key.id);
-                Ok(Principal {
-                    tenant_id,
-                    user_id: user.id,
-                    kind: PrincipalKind::ServiceAccount { api_key_id: key.id },
-                    permissions: Permissions::of(&key.scopes),
-                })
+                Ok((
+                    Principal {
+                        tenant_id,
+                        user_id: user.id,
+                        kind: PrincipalKind::ServiceAccount { api_key_id: key.id },
+                        permissions: Permissions::of(&key.scopes),
+                    },
+                    tenant,
+                ))
             }
         }
     }
 
-    /// Drops a cached user after it changed (update, deactivation).
+    /// Drops a cached user after it changed (update, deactivation), on
+    /// every replica.
     pub async fn invalidate_user(&self, tenant: TenantId, id: UserId) {
-        self.users.invalidate(&(tenant, id)).await;
+        self.users.invalidate(&format!("{tenant}:{id}")).await;
     }
 
-    /// Drops a cached API key after it changed (revocation).
+    /// Drops a cached API key after it changed (revocation), on every replica.
     pub async fn invalidate_key(&self, tenant: TenantId, id: Uuid) {
-        self.keys.invalidate(&(tenant, id)).await;
+        self.keys.invalidate(&format!("{tenant}:{id}")).await;
     }
 
-    /// Drops a cached tenant (after an operator changes it).
+    /// Drops a cached tenant (after an operator changes it), on every replica.
     pub async fn invalidate_tenant(&self, id: TenantId) {
-        self.tenants.invalidate(&id).await;
+        self.tenants.invalidate(&id.to_string()).await;
     }
 }

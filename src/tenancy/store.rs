@@ -15,15 +15,25 @@ fn status_from_db(s: &str) -> TenantStatus {
 
 /// The tenant of the current tenant transaction (RLS shows no other).
 pub async fn get_tenant(conn: &mut PgConnection, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
-    let row: Option<(Uuid, String, String)> = sqlx::query_as("select id, name, status from tenants where id = $1")
-        .bind(id.0)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(|(id, name, status)| Tenant {
-        id: TenantId(id),
-        name,
-        status: status_from_db(&status),
-    }))
+    let row: Option<(Uuid, String, String, String, Option<serde_json::Value>)> =
+        sqlx::query_as("select id, name, status, plan, rate_limits from tenants where id = $1")
+            .bind(id.0)
+            .fetch_optional(conn)
+            .await?;
+    row.map(|(id, name, status, plan, rate_limits)| {
+        let rate_limits = rate_limits
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| sqlx::Error::Decode(format!("tenants.rate_limits: {e}").into()))?;
+        Ok(Tenant {
+            id: TenantId(id),
+            name,
+            status: status_from_db(&status),
+            plan,
+            rate_limits,
+        })
+    })
+    .transpose()
 }
 
 /// Creates a tenant. Runs as the owner (operator command).

@@ -306,7 +306,7 @@ impl UserFilter {
 }
 
 /// A service account's API key (never with its secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {
     /// Its id.
     pub id: Uuid,
@@ -317,12 +317,16 @@ pub struct ApiKey {
     /// What it may do.
     pub scopes: Vec<Permission>,
     /// Issued.
+    #[serde(with = "time::serde::rfc3339")]
     pub create_time: OffsetDateTime,
     /// Stops working at.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub expire_time: Option<OffsetDateTime>,
     /// Last used (batched, approximate).
+    #[serde(with = "time::serde::rfc3339::option")]
     pub last_use_time: Option<OffsetDateTime>,
     /// Revoked at.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub revoke_time: Option<OffsetDateTime>,
 }
 
