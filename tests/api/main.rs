@@ -15,6 +15,7 @@ mod lifecycle;
 mod permissions;
 mod protocol;
 mod rate_limit;
+mod redis;
 mod replicas;
 mod rls;
 mod tenancy;

@@ -1,0 +1,398 @@
+//! Redis: limits and caches shared by replicas, precise invalidation across
+//! replicas, and degradation (not failure) when Redis is unreachable.
+
+use std::time::{Duration, Instant};
+
+use deskd::{
+    config::{Config, Quota},
+    proto::{tickets::v1 as pb, users::v1 as upb},
+    startup::Application,
+    users::model::Role,
+};
+use secrecy::SecretString;
+use tonic::transport::Channel;
+
+use crate::{helpers::*, proxy::Proxy};
+
+fn redis_addr() -> String {
+    std::env::var("DESKD_TEST_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
+}
+
+/// Points `cfg` at the test Redis under a key prefix of its own.
+fn use_redis(cfg: &mut Config, prefix: &str, addr: &str) {
+    cfg.redis.url = SecretString::from(format!("redis://{addr}/0"));
+    cfg.redis.key_prefix = prefix.to_string();
+    cfg.redis.op_timeout = Duration::from_millis(200);
+    cfg.redis.log_interval = Duration::from_millis(100);
+}
+
+fn prefix() -> String {
+    format!("deskd-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Deletes every key under `prefix`.
+async fn clean(prefix: &str) {
+    let Ok(client) = redis::Client::open(format!("redis://{}/0", redis_addr())) else { return };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+    }
+}
+
+struct Replica {
+    channel: Channel,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A second server on the same database (and the same Redis settings).
+async fn replica(app: &TestApp) -> Replica {
+    let mut cfg = app.config.clone();
+    cfg.database.owner_url = SecretString::from("");
+    let server = Application::build(cfg).await.expect("replica");
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async move {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    Replica { channel, _stop: tx }
+}
+
+fn tickets(channel: &Channel) -> pb::tickets_service_client::TicketsServiceClient<Channel> {
+    pb::tickets_service_client::TicketsServiceClient::new(channel.clone())
+}
+
+fn users(channel: &Channel) -> upb::users_service_client::UsersServiceClient<Channel> {
+    upb::users_service_client::UsersServiceClient::new(channel.clone())
+}
+
+async fn list(channel: &Channel, token: &str) -> Result<tonic::Response<pb::ListTicketsResponse>, tonic::Status> {
+    tickets(channel)
+        .list_tickets(authed(token, pb::ListTicketsRequest::default()))
+        .await
+}
+
+fn header_u64(md: &tonic::metadata::MetadataMap, name: &str) -> u64 {
+    md.get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metadata {name} missing or not a number: {md:?}"))
+}
+
+/// Polls `f` until it is true, for at most `limit`; returns how long it took.
+async fn eventually<F, Fut>(limit: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition not met within {limit:?}");
+}
+
+#[tokio::test]
+async fn a_tenants_limit_is_shared_by_two_replicas() {
+    let p = prefix();
+    let addr = redis_addr();
+    let app = spawn_app_with(|c| {
+        use_redis(c, &p, &addr);
+        c.rate_limit.tenant = Quota {
+            requests: 1,
+            period: Duration::from_secs(3600),
+            burst: 6,
+        };
+    })
+    .await;
+    let b = replica(&app).await;
+    let alice = app.caller(Role::Agent).await;
+    let bob = app.colleague(&alice, Role::Agent).await;
+    let other = app.caller(Role::Agent).await;
+
+    let mut admitted = 0;
+    for i in 0..20 {
+        let (channel, who) = if i % 2 == 0 { (&app.channel, &alice) } else { (&b.channel, &bob) };
+        match list(channel, &who.token).await {
+            Ok(_) => admitted += 1,
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                assert_eq!(reason(&e), "RATE_LIMITED");
+            }
+        }
+    }
+    // One budget for the tenant across both replicas, not one per replica.
+    assert_eq!(admitted, 6);
+    // Another tenant is unaffected, on either replica.
+    list(&app.channel, &other.token).await.expect("tenant B on replica A");
+    list(&b.channel, &other.token).await.expect("tenant B on replica B");
+    clean(&p).await;
+}
+
+#[tokio::test]
+async fn rate_limit_metadata_and_retry_info_are_exact() {
+    let p = prefix();
+    let addr = redis_addr();
+    let app = spawn_app_with(|c| {
+        use_redis(c, &p, &addr);
+        c.rate_limit.principal = Quota {
+            requests: 3,
+            period: Duration::from_secs(60),
+            burst: 3,
+        };
+    })
+    .await;
+    let alice = app.caller(Role::Agent).await;
+    for expected_remaining in [2u64, 1, 0] {
+        let res = list(&app.channel, &alice.token).await.expect("admitted");
+        let md = res.metadata();
+        assert_eq!(header_u64(md, "ratelimit-limit"), 3);
+        assert_eq!(header_u64(md, "ratelimit-remaining"), expected_remaining);
+        let reset = header_u64(md, "ratelimit-reset");
+        assert!((1..=60).contains(&reset), "reset {reset}");
+    }
+    let err = list(&app.channel, &alice.token).await.expect_err("over the limit");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    use tonic_types::StatusExt as _;
+    let delay = err
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    // One request every 20 s: the next slot opens at most 20 s from now.
+    assert!(delay > Duration::ZERO && delay <= Duration::from_secs(20), "{delay:?}");
+    assert_eq!(header_u64(err.metadata(), "ratelimit-remaining"), 0);
+    assert_eq!(
+        header_u64(err.metadata(), "retry-after"),
+        delay.as_secs() + u64::from(delay.subsec_nanos() > 0)
+    );
+    clean(&p).await;
+}
+
+#[tokio::test]
+async fn plans_and_per_tenant_overrides_choose_the_quota() {
+    let p = prefix();
+    let addr = redis_addr();
+    let app = spawn_app_with(|c| {
+        use_redis(c, &p, &addr);
+        // The reference design's numbers, as a plan.
+        c.rate_limit.plans.insert(
+            "reference".into(),
+            deskd::config::PlanQuotas {
+                tenant: Some(Quota {
+                    requests: 100,
+                    period: Duration::from_secs(900),
+                    burst: 100,
+                }),
+                principal: Some(Quota {
+                    requests: 60,
+                    period: Duration::from_secs(60),
+                    burst: 60,
+                }),
+                service_principal: None,
+            },
+        );
+    })
+    .await;
+    let on_plan = app.caller(Role::Agent).await;
+    let overridden = app.caller(Role::Agent).await;
+    let mut conn = app.db.owner_conn().await;
+    sqlx::query("update tenants set plan = 'reference' where id = $1")
+        .bind(on_plan.tenant.0)
+        .execute(&mut conn)
+        .await
+        .expect("plan");
+    sqlx::query(
+        "update tenants set rate_limits = '{\"principal\": {\"requests\": 2, \"period\": \"1h\", \"burst\": 2}}' \
+         where id = $1",
+    )
+    .bind(overridden.tenant.0)
+    .execute(&mut conn)
+    .await
+    .expect("override");
+
+    let res = list(&app.channel, &on_plan.token).await.expect("admitted");
+    // The tighter of tenant (100) and principal (60) is reported.
+    assert_eq!(header_u64(res.metadata(), "ratelimit-limit"), 60);
+    assert_eq!(header_u64(res.metadata(), "ratelimit-remaining"), 59);
+
+    list(&app.channel, &overridden.token).await.expect("1");
+    list(&app.channel, &overridden.token).await.expect("2");
+    let err = list(&app.channel, &overridden.token).await.expect_err("override of 2");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    clean(&p).await;
+}
+
+#[tokio::test]
+async fn changes_through_one_replica_are_seen_by_the_other_at_once() {
+    let p = prefix();
+    let addr = redis_addr();
+    let app = spawn_app_with(|c| use_redis(c, &p, &addr)).await;
+    let b = replica(&app).await;
+    let admin = app.caller(Role::Admin).await;
+    let agent = app.colleague(&admin, Role::Agent).await;
+
+    // Both replicas have the agent cached (in-process and in Redis).
+    list(&app.channel, &agent.token).await.expect("A");
+    list(&b.channel, &agent.token).await.expect("B");
+
+    // A role change through A: B refuses a write at once (pub/sub).
+    let me = users(&app.channel)
+        .get_user(authed(
+            &admin.token,
+            upb::GetUserRequest {
+                id: agent.user.to_string(),
+            },
+        ))
+        .await
+        .expect("get")
+        .into_inner()
+        .user
+        .expect("user");
+    users(&app.channel)
+        .update_user(authed(
+            &admin.token,
+            upb::UpdateUserRequest {
+                user: Some(upb::User {
+                    role: upb::Role::Viewer as i32,
+                    ..me
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["role".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("demote");
+    let token = agent.token.clone();
+    let channel = b.channel.clone();
+    let took = eventually(Duration::from_secs(2), || {
+        let token = token.clone();
+        let channel = channel.clone();
+        async move {
+            let r = tickets(&channel)
+                .create_ticket(authed(
+                    &token,
+                    pb::CreateTicketRequest {
+                        ticket: Some(new_ticket("as a viewer now")),
+                        request_id: String::new(),
+                    },
+                ))
+                .await;
+            matches!(r, Err(e) if e.code() == tonic::Code::PermissionDenied)
+        }
+    })
+    .await;
+    eprintln!("role change visible on replica B after {took:?}");
+
+    // Deactivation through B: both replicas refuse the next request.
+    users(&b.channel)
+        .deactivate_user(authed(
+            &admin.token,
+            upb::DeactivateUserRequest {
+                id: agent.user.to_string(),
+                etag: String::new(),
+            },
+        ))
+        .await
+        .expect("deactivate");
+    let err = list(&b.channel, &agent.token).await.expect_err("B: at once");
+    assert_eq!(reason(&err), "USER_INACTIVE");
+    let token = agent.token.clone();
+    let channel = app.channel.clone();
+    eventually(Duration::from_secs(2), || {
+        let token = token.clone();
+        let channel = channel.clone();
+        async move { matches!(list(&channel, &token).await, Err(e) if reason(&e) == "USER_INACTIVE") }
+    })
+    .await;
+    clean(&p).await;
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_and_recovers() {
+    let p = prefix();
+    let upstream: std::net::SocketAddr = redis_addr().parse().expect("redis addr");
+    let proxy = Proxy::start(upstream).await;
+    let via = proxy.addr.to_string();
+    let app = spawn_app_with(|c| {
+        use_redis(c, &p, &via);
+        c.rate_limit.principal = Quota {
+            requests: 1,
+            period: Duration::from_secs(3600),
+            burst: 3,
+        };
+    })
+    .await;
+    let alice = app.caller(Role::Agent).await;
+    list(&app.channel, &alice.token).await.expect("1 (Redis up)");
+
+    proxy.cut();
+    // Fail open: requests keep succeeding beyond the limit, and fast.
+    for _ in 0..6 {
+        let started = Instant::now();
+        list(&app.channel, &alice.token).await.expect("served while Redis is down");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    proxy.restore();
+    // Limits resume: alice used 1 of 3 before the outage; the uncounted
+    // requests during it do not count, so two more pass, then the limit holds.
+    let token = alice.token.clone();
+    let channel = app.channel.clone();
+    eventually(Duration::from_secs(10), || {
+        let token = token.clone();
+        let channel = channel.clone();
+        async move { matches!(list(&channel, &token).await, Err(e) if e.code() == tonic::Code::ResourceExhausted) }
+    })
+    .await;
+    clean(&p).await;
+}
+
+#[tokio::test]
+async fn fail_closed_refuses_with_unavailable() {
+    let p = prefix();
+    let upstream: std::net::SocketAddr = redis_addr().parse().expect("redis addr");
+    let proxy = Proxy::start(upstream).await;
+    let via = proxy.addr.to_string();
+    let app = spawn_app_with(|c| {
+        use_redis(c, &p, &via);
+        c.rate_limit.fail_open = false;
+    })
+    .await;
+    let alice = app.caller(Role::Agent).await;
+    list(&app.channel, &alice.token).await.expect("Redis up");
+    proxy.cut();
+    let err = list(&app.channel, &alice.token).await.expect_err("fail closed");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(reason(&err), "DEPENDENCY_UNAVAILABLE");
+    proxy.restore();
+    let token = alice.token.clone();
+    let channel = app.channel.clone();
+    eventually(Duration::from_secs(10), || {
+        let token = token.clone();
+        let channel = channel.clone();
+        async move { list(&channel, &token).await.is_ok() }
+    })
+    .await;
+    clean(&p).await;
+}
