@@ -67,6 +67,14 @@ pub async fn set_tenant_status(cfg: &Config, id: TenantId, status: TenantStatus)
     if !found {
         bail!("no tenant with id {id}");
     }
+    // Replicas sharing Redis drop their cached copy now instead of after
+    // `tenant_cache.ttl`.
+    if let Some(redis) = crate::kv::Redis::from_config(&cfg.redis)? {
+        let ttl = cfg.tenant_cache.ttl;
+        crate::cache::TwoTier::<crate::tenancy::Tenant>::new("tenant", 1, ttl, ttl, Some(redis))
+            .invalidate(&id.to_string())
+            .await;
+    }
     Ok(())
 }
 

@@ -32,8 +32,12 @@ fn prefix() -> String {
 
 /// Deletes every key under `prefix`.
 async fn clean(prefix: &str) {
-    let Ok(client) = redis::Client::open(format!("redis://{}/0", redis_addr())) else { return };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+    let Ok(client) = redis::Client::open(format!("redis://{}/0", redis_addr())) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))
         .query_async(&mut conn)
@@ -124,7 +128,11 @@ async fn a_tenants_limit_is_shared_by_two_replicas() {
 
     let mut admitted = 0;
     for i in 0..20 {
-        let (channel, who) = if i % 2 == 0 { (&app.channel, &alice) } else { (&b.channel, &bob) };
+        let (channel, who) = if i % 2 == 0 {
+            (&app.channel, &alice)
+        } else {
+            (&b.channel, &bob)
+        };
         match list(channel, &who.token).await {
             Ok(_) => admitted += 1,
             Err(e) => {
@@ -343,7 +351,9 @@ async fn redis_outage_degrades_and_recovers() {
     // Fail open: requests keep succeeding beyond the limit, and fast.
     for _ in 0..6 {
         let started = Instant::now();
-        list(&app.channel, &alice.token).await.expect("served while Redis is down");
+        list(&app.channel, &alice.token)
+            .await
+            .expect("served while Redis is down");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
@@ -352,7 +362,10 @@ async fn redis_outage_degrades_and_recovers() {
         .await
         .expect("health")
         .into_inner();
-    assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     proxy.restore();
     // Limits resume: alice used 1 of 3 before the outage; the uncounted
@@ -394,5 +407,39 @@ async fn fail_closed_refuses_with_unavailable() {
         async move { list(&channel, &token).await.is_ok() }
     })
     .await;
+    clean(&p).await;
+}
+
+#[tokio::test]
+async fn a_suspension_by_the_operator_reaches_every_replica() {
+    let p = prefix();
+    let addr = redis_addr();
+    let app = spawn_app_with(|c| use_redis(c, &p, &addr)).await;
+    let b = replica(&app).await;
+    let alice = app.caller(Role::Agent).await;
+    list(&app.channel, &alice.token).await.expect("A, cached");
+    list(&b.channel, &alice.token).await.expect("B, cached");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deskd"))
+        .args(["tenant", "suspend", &alice.tenant.to_string()])
+        .env_clear()
+        .env("DESKD_DATABASE_URL", app.db.app_url())
+        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
+        .env("DESKD_JWT_SECRET", JWT_SECRET)
+        .env("DESKD_REDIS_URL", format!("redis://{addr}/0"))
+        .env("DESKD_REDIS_KEY_PREFIX", &p)
+        .output()
+        .expect("run deskd");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for channel in [&app.channel, &b.channel] {
+        let token = alice.token.clone();
+        let channel = channel.clone();
+        eventually(Duration::from_secs(2), || {
+            let token = token.clone();
+            let channel = channel.clone();
+            async move { matches!(list(&channel, &token).await, Err(e) if reason(&e) == "TENANT_SUSPENDED") }
+        })
+        .await;
+    }
     clean(&p).await;
 }
