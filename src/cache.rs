@@ -292,3 +292,70 @@ pub async fn listen(
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_misses_make_one_load() {
+        let cache: TwoTier<String> = TwoTier::new("t", 100, Duration::from_secs(60), Duration::from_secs(60), None);
+        let loads = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let cache = cache.clone();
+            let loads = loads.clone();
+            let mut gate = gate.clone();
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_load("k", || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        // Hold the load open until every caller has queued up.
+                        let _ = gate.wait_for(|open| *open).await;
+                        Ok(Some("v".to_string()))
+                    })
+                    .await
+            }));
+        }
+        // Let the 100 calls reach the cache before the load finishes.
+        while cache.inner.local.entry_count() == 0 && loads.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        release.send_replace(true);
+        let mut misses = 0;
+        for t in tasks {
+            let (v, status) = t.await.expect("join").expect("load");
+            assert_eq!(v.as_deref(), Some("v"));
+            if status == CacheStatus::Miss {
+                misses += 1;
+            }
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for 100 concurrent misses");
+        assert_eq!(misses, 1, "only the loading request reports a miss");
+        let (_, status) = cache
+            .get_or_load("k", || async { Ok(Some("other".to_string())) })
+            .await
+            .expect("hit");
+        assert_eq!(status, CacheStatus::Hit);
+    }
+
+    #[tokio::test]
+    async fn not_found_is_not_cached_and_invalidation_reloads() {
+        let cache: TwoTier<u32> = TwoTier::new("t", 100, Duration::from_secs(60), Duration::from_secs(60), None);
+        let (v, s) = cache.get_or_load("k", || async { Ok(None) }).await.expect("load");
+        assert_eq!((v, s), (None, CacheStatus::Miss));
+        let (v, s) = cache.get_or_load("k", || async { Ok(Some(1)) }).await.expect("load");
+        assert_eq!((v, s), (Some(1), CacheStatus::Miss));
+        let (v, _) = cache.get_or_load("k", || async { Ok(Some(2)) }).await.expect("hit");
+        assert_eq!(v, Some(1));
+        cache.invalidate("k").await;
+        let (v, s) = cache.get_or_load("k", || async { Ok(Some(3)) }).await.expect("reload");
+        assert_eq!((v, s), (Some(3), CacheStatus::Miss));
+    }
+}

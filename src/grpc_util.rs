@@ -135,3 +135,9 @@ pub fn bad_mask_path(i: usize, path: &str, output_only: &[&str]) -> FieldViolati
     };
     FieldViolation::new(format!("update_mask.paths[{i}]"), reason, why)
 }
+
+/// Adds `x-cache: hit|miss` to a response of a cached RPC.
+pub fn with_cache_status<T>(res: &mut Response<T>, status: crate::cache::CacheStatus) {
+    res.metadata_mut()
+        .insert("x-cache", tonic::metadata::MetadataValue::from_static(status.as_str()));
+}

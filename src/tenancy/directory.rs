@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     auth::{Credential, Permissions, apikey::KeyHasher},
-    cache::{InvalidationRegistry, TwoTier},
+    cache::{CacheStatus, InvalidationRegistry, TwoTier},
     error::AppError,
     kv::Redis,
     users::{
@@ -113,7 +113,7 @@ impl TenantDirectory {
         tenant: TenantId,
         deadline: Option<Instant>,
         query: F,
-    ) -> Result<Option<V>, AppError>
+    ) -> Result<(Option<V>, CacheStatus), AppError>
     where
         V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
         F: FnOnce(TenantTx) -> Fut + Send,
@@ -121,15 +121,14 @@ impl TenantDirectory {
     {
         let pool = self.pool.clone();
         let cap = self.statement_cap;
-        let (found, _) = cache
+        cache
             .get_or_load(&key, || async move {
                 let tx = TenantTx::begin(&pool, tenant, Budget::new(deadline, cap)).await?;
                 let (tx, value) = query(tx).await?;
                 tx.commit().await?;
                 Ok(value)
             })
-            .await?;
-        Ok(found)
+            .await
     }
 
     /// The tenant, from cache or PostgreSQL.
@@ -139,6 +138,7 @@ impl TenantDirectory {
             Ok((tx, t))
         })
         .await
+        .map(|(t, _)| t)
     }
 
     /// The user, from cache or PostgreSQL.
@@ -148,6 +148,16 @@ impl TenantDirectory {
         id: UserId,
         deadline: Option<Instant>,
     ) -> Result<Option<User>, AppError> {
+        self.user_with_status(tenant, id, deadline).await.map(|(u, _)| u)
+    }
+
+    /// The user, and whether reading it loaded PostgreSQL.
+    pub async fn user_with_status(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        deadline: Option<Instant>,
+    ) -> Result<(Option<User>, CacheStatus), AppError> {
         self.load(
             &self.users,
             format!("{tenant}:{id}"),
@@ -178,6 +188,7 @@ impl TenantDirectory {
             },
         )
         .await
+        .map(|(k, _)| k)
     }
 
     async fn check_tenant(&self, tenant_id: TenantId, deadline: Option<Instant>) -> Result<Tenant, AppError> {

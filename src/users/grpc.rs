@@ -17,7 +17,7 @@ use crate::{
     error::{AppError, FieldViolation},
     grpc_util::{
         Violations, bad_mask_path, context, from_timestamp, mask_paths, parse_optional_uuid, parse_uuid, run,
-        to_timestamp,
+        to_timestamp, with_cache_status,
     },
     proto::users::v1::{
         self as pb, CreateApiKeyRequest, CreateApiKeyResponse, CreateUserRequest, CreateUserResponse,
@@ -430,30 +430,27 @@ impl users_service_server::UsersService for UsersGrpc {
     ) -> Result<Response<GetCurrentUserResponse>, Status> {
         let (ctx, rid) = context(&req)?;
         let GetCurrentUserRequest {} = req.into_inner();
-        run(&rid, async {
-            let me = self.svc.current(&ctx).await?;
-            let api_key_id = match me.principal.kind {
-                PrincipalKind::ServiceAccount { api_key_id } => api_key_id.to_string(),
-                PrincipalKind::Person { .. } => String::new(),
-            };
-            Ok(GetCurrentUserResponse {
-                user: Some(user_to_proto(me.user)),
-                tenant_id: me.principal.tenant_id.to_string(),
-                permissions: {
-                    let mut p: Vec<String> = me
-                        .principal
-                        .permissions
-                        .to_vec()
-                        .iter()
-                        .map(|p| p.as_str().to_string())
-                        .collect();
-                    p.sort();
-                    p
-                },
-                api_key_id,
-            })
-        })
-        .await
+        let (me, status) = self.svc.current(&ctx).await.map_err(|e| e.into_status(&rid))?;
+        let api_key_id = match me.principal.kind {
+            PrincipalKind::ServiceAccount { api_key_id } => api_key_id.to_string(),
+            PrincipalKind::Person { .. } => String::new(),
+        };
+        let mut permissions: Vec<String> = me
+            .principal
+            .permissions
+            .to_vec()
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect();
+        permissions.sort();
+        let mut res = Response::new(GetCurrentUserResponse {
+            user: Some(user_to_proto(me.user)),
+            tenant_id: me.principal.tenant_id.to_string(),
+            permissions,
+            api_key_id,
+        });
+        with_cache_status(&mut res, status);
+        Ok(res)
     }
 
     async fn create_api_key(

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     auth::{Permission, apikey::KeyHasher, authorize},
+    cache::CacheStatus,
     error::{AppError, FieldViolation},
     idempotency::{self, Claim},
     pagination::{Cursor, PageTokens, fingerprint},
@@ -275,12 +276,22 @@ impl UsersService {
     }
 
     /// GetCurrentUser.
-    pub async fn current(&self, ctx: &Ctx) -> Result<CurrentUser, AppError> {
-        let user = self.get(ctx, ctx.principal.user_id).await?;
-        Ok(CurrentUser {
-            user,
-            principal: ctx.principal.clone(),
-        })
+    /// GetCurrentUser: answered from the principal cache (no database once
+    /// it is warm); the status feeds `x-cache`.
+    pub async fn current(&self, ctx: &Ctx) -> Result<(CurrentUser, CacheStatus), AppError> {
+        let p = &ctx.principal;
+        let (user, status) = self
+            .directory
+            .user_with_status(p.tenant_id, p.user_id, ctx.deadline)
+            .await?;
+        let user = user.ok_or_else(|| user_not_found(p.user_id))?;
+        Ok((
+            CurrentUser {
+                user,
+                principal: p.clone(),
+            },
+            status,
+        ))
     }
 
     /// CreateApiKey: returns the key's metadata and, this once, the key.

@@ -48,6 +48,21 @@ async fn clean(prefix: &str) {
     }
 }
 
+async fn redis_exists(key: &str) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://{}/0", redis_addr())) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap_or(0)
+        == 1
+}
+
 struct Replica {
     channel: Channel,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -255,6 +270,13 @@ async fn changes_through_one_replica_are_seen_by_the_other_at_once() {
     // Both replicas have the agent cached (in-process and in Redis).
     list(&app.channel, &agent.token).await.expect("A");
     list(&b.channel, &agent.token).await.expect("B");
+    assert!(redis_exists(&format!("{p}:cache:user:{}:{}", agent.tenant, agent.user)).await);
+    // GetCurrentUser is answered from the principal cache.
+    let me = users(&b.channel)
+        .get_current_user(authed(&agent.token, upb::GetCurrentUserRequest {}))
+        .await
+        .expect("me");
+    assert_eq!(me.metadata().get("x-cache").and_then(|v| v.to_str().ok()), Some("hit"));
 
     // A role change through A: B refuses a write at once (pub/sub).
     let me = users(&app.channel)
@@ -367,7 +389,29 @@ async fn redis_outage_degrades_and_recovers() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 
+    // Caching went on in process; a new caller during the outage is loaded
+    // from PostgreSQL and served.
+    let bob = app.colleague(&alice, Role::Agent).await;
+    list(&app.channel, &bob.token)
+        .await
+        .expect("new caller while Redis is down");
+
     proxy.restore();
+    // The shared tier resumes: a new caller's principal lands in Redis.
+    let carol = app.colleague(&alice, Role::Agent).await;
+    let key = format!("{p}:cache:user:{}:{}", carol.tenant, carol.user);
+    let token = carol.token.clone();
+    let channel = app.channel.clone();
+    eventually(Duration::from_secs(10), || {
+        let token = token.clone();
+        let channel = channel.clone();
+        let key = key.clone();
+        async move {
+            let _ = list(&channel, &token).await;
+            redis_exists(&key).await
+        }
+    })
+    .await;
     // Limits resume: alice used 1 of 3 before the outage; the uncounted
     // requests during it do not count, so two more pass, then the limit holds.
     let token = alice.token.clone();
