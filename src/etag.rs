@@ -1,7 +1,15 @@
-//! Etags (AIP-154): opaque strings that change with every write.
+//! Etags (AIP-154): opaque strings that change with every write; and the
+//! write clock they go with.
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+/// Now, at PostgreSQL's precision (microseconds), so a time returned to a
+/// client equals the time stored.
+pub fn now_micros() -> time::OffsetDateTime {
+    let t = time::OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+}
 
 /// The etag of version `version` of resource `id`.
 pub fn etag_of(id: Uuid, version: i64) -> String {

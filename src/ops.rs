@@ -159,10 +159,7 @@ pub async fn create_api_key(
     Ok(issued.key.expose_secret().to_string())
 }
 
-fn now_micros() -> time::OffsetDateTime {
-    let now = time::OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now)
-}
+use crate::etag::now_micros;
 
 /// Mints a JWT for a user with the configured (or development) secret.
 pub fn mint_token(cfg: &Config, tenant: TenantId, user: UserId, ttl: Duration) -> anyhow::Result<String> {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
@@ -37,12 +36,7 @@ pub struct TicketsService {
 
 const CREATE_OPERATION: &str = "tickets.create";
 
-/// Now, at PostgreSQL's precision (microseconds), so what is returned equals
-/// what is stored.
-fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
-}
+use crate::etag::now_micros as now;
 
 fn not_found(id: Uuid) -> AppError {
     AppError::NotFound {

@@ -76,10 +76,7 @@ pub struct UsersService {
 
 const CREATE_OPERATION: &str = "users.create";
 
-fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
-}
+use crate::etag::now_micros as now;
 
 fn user_not_found(id: UserId) -> AppError {
     AppError::NotFound {
