@@ -15,7 +15,15 @@ use crate::config::DatabaseConfig;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Tables that hold tenant data; the app role needs DML on them and must own none.
-pub const TENANT_TABLES: &[&str] = &["tenants", "users", "tickets", "idempotency_keys", "api_keys"];
+pub const TENANT_TABLES: &[&str] = &[
+    "tenants",
+    "users",
+    "tickets",
+    "idempotency_keys",
+    "api_keys",
+    "ticket_stats_created_daily",
+    "ticket_stats_resolved_daily",
+];
 
 /// Database set-up failures, each saying how to fix it.
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,7 @@ pub mod pagination;
 pub mod proto;
 pub mod ratelimit;
 pub mod startup;
+pub mod stats;
 pub mod telemetry;
 pub mod tenancy;
 pub mod tickets;

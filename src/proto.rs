@@ -9,6 +9,13 @@ pub mod tickets {
     }
 }
 
+/// `deskd.stats.v1`: the Stats API.
+pub mod stats {
+    pub mod v1 {
+        tonic::include_proto!("deskd.stats.v1");
+    }
+}
+
 /// `deskd.users.v1`: the Users API.
 pub mod users {
     pub mod v1 {

@@ -31,7 +31,11 @@ use crate::{
 };
 
 /// The gRPC services deskd serves (health reports each by name).
-pub const SERVICE_NAMES: &[&str] = &["deskd.tickets.v1.TicketsService", "deskd.users.v1.UsersService"];
+pub const SERVICE_NAMES: &[&str] = &[
+    "deskd.tickets.v1.TicketsService",
+    "deskd.users.v1.UsersService",
+    "deskd.stats.v1.StatsService",
+];
 
 /// The deployment's server secret, from which page-token MACs and (without a
 /// pepper) API key digests are derived. Every replica must share it.
@@ -228,6 +232,11 @@ impl Application {
             hasher,
         ))
         .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
+        let stats = crate::stats::grpc::StatsGrpc::new(crate::stats::service::StatsService::new(
+            pool.clone(),
+            cfg.database.statement_timeout,
+        ))
+        .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
         let tickets = TicketsGrpc::new(TicketsService::new(
             pool.clone(),
             page_tokens,
@@ -268,7 +277,8 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(tickets)
-            .add_service(users);
+            .add_service(users)
+            .add_service(stats);
 
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let health_on_stop = health.clone();

@@ -140,6 +140,7 @@ pub const METHODS: &[(&str, Requirement)] = {
         ("/deskd.users.v1.UsersService/CreateApiKey", P(ApiKeysManage)),
         ("/deskd.users.v1.UsersService/ListApiKeys", P(ApiKeysManage)),
         ("/deskd.users.v1.UsersService/RevokeApiKey", P(ApiKeysManage)),
+        ("/deskd.stats.v1.StatsService/GetTicketStats", P(StatsRead)),
     ]
 };
 

@@ -52,7 +52,8 @@ impl TicketsGrpc {
     }
 }
 
-fn status_to_proto(s: TicketStatus) -> pb::TicketStatus {
+/// Model → wire (also used by the Stats service).
+pub fn status_to_proto(s: TicketStatus) -> pb::TicketStatus {
     match s {
         TicketStatus::Open => pb::TicketStatus::Open,
         TicketStatus::InProgress => pb::TicketStatus::InProgress,
@@ -62,7 +63,8 @@ fn status_to_proto(s: TicketStatus) -> pb::TicketStatus {
     }
 }
 
-fn priority_to_proto(p: Priority) -> pb::TicketPriority {
+/// Model → wire (also used by the Stats service).
+pub fn priority_to_proto(p: Priority) -> pb::TicketPriority {
     match p {
         Priority::Low => pb::TicketPriority::Low,
         Priority::Normal => pb::TicketPriority::Normal,
@@ -88,8 +90,9 @@ fn status_from_proto(field: &str, v: i32) -> Result<Option<TicketStatus>, FieldV
     }
 }
 
-/// A priority from the wire: `Ok(None)` for UNSPECIFIED.
-fn priority_from_proto(field: &str, v: i32) -> Result<Option<Priority>, FieldViolation> {
+/// A priority from the wire: `Ok(None)` for UNSPECIFIED (also used by the
+/// Stats service).
+pub fn priority_from_proto(field: &str, v: i32) -> Result<Option<Priority>, FieldViolation> {
     match pb::TicketPriority::try_from(v) {
         Ok(pb::TicketPriority::Unspecified) => Ok(None),
         Ok(pb::TicketPriority::Low) => Ok(Some(Priority::Low)),

@@ -18,6 +18,7 @@ mod rate_limit;
 mod redis;
 mod replicas;
 mod rls;
+mod stats;
 mod tenancy;
 mod tickets;
 mod tickets_list;

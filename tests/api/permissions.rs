@@ -11,6 +11,7 @@ use deskd::{
         permissions::{GRANTABLE_SCOPES, METHODS, Requirement, deskd_methods, requirement},
     },
     proto::{
+        stats::v1::{GetTicketStatsRequest, stats_service_client::StatsServiceClient},
         tickets::v1::{
             self as tpb, CreateTicketRequest, DeleteTicketRequest, GetTicketRequest, ListTicketsRequest,
             UpdateTicketRequest, tickets_service_client::TicketsServiceClient,
@@ -69,7 +70,8 @@ fn random_id() -> String {
 /// Calls `path` as `s` with a syntactically valid request.
 async fn call(channel: Channel, s: &Subject, path: &str) -> Result<(), Status> {
     let mut t = TicketsServiceClient::new(channel.clone());
-    let mut u = UsersServiceClient::new(channel);
+    let mut u = UsersServiceClient::new(channel.clone());
+    let mut st = StatsServiceClient::new(channel);
     let b = s.bearer.as_str();
     match path {
         "/deskd.tickets.v1.TicketsService/GetTicket" => t
@@ -182,6 +184,10 @@ async fn call(channel: Channel, s: &Subject, path: &str) -> Result<(), Status> {
             .map(drop),
         "/deskd.users.v1.UsersService/RevokeApiKey" => u
             .revoke_api_key(authed(b, RevokeApiKeyRequest { id: random_id() }))
+            .await
+            .map(drop),
+        "/deskd.stats.v1.StatsService/GetTicketStats" => st
+            .get_ticket_stats(authed(b, GetTicketStatsRequest::default()))
             .await
             .map(drop),
         other => panic!("no driver for {other}: add one to permissions::call"),

@@ -1,0 +1,48 @@
+//! Stats operations: one function per RPC, each one tenant transaction.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use super::{
+    model::{TicketStats, TicketStatsQuery, truncate_to_micros},
+    store,
+};
+use crate::{
+    error::AppError,
+    tenancy::{Ctx, TenantTx, tx::Budget},
+};
+
+/// The Stats operations.
+#[derive(Clone)]
+pub struct StatsService {
+    pool: PgPool,
+    statement_cap: Duration,
+}
+
+impl StatsService {
+    /// The service over `pool`; `statement_cap` bounds each transaction.
+    pub fn new(pool: PgPool, statement_cap: Duration) -> Self {
+        Self { pool, statement_cap }
+    }
+
+    /// GetTicketStats: the figures of `query` for the caller's tenant,
+    /// computed now from the database (no cache here; a cache can wrap this
+    /// call, keyed by tenant, caller and `query.cache_key()`).
+    pub async fn get_ticket_stats(&self, ctx: &Ctx, query: &TicketStatsQuery) -> Result<TicketStats, AppError> {
+        // One instant for the default window's end and the backlog's ages.
+        let now = truncate_to_micros(OffsetDateTime::now_utc());
+        let window = query.window(now).map_err(|v| AppError::InvalidArgument(vec![v]))?;
+        let mut tx = TenantTx::begin(
+            &self.pool,
+            ctx.principal.tenant_id,
+            Budget::new(ctx.deadline, self.statement_cap),
+        )
+        .await?;
+        let tenant = tx.tenant();
+        let facts = store::ticket_facts(tx.conn(), tenant, &window, &query.filter).await?;
+        tx.commit().await?;
+        Ok(TicketStats::assemble(window, now, facts, query.top_assignees_limit))
+    }
+}
