@@ -232,9 +232,21 @@ impl Application {
             hasher,
         ))
         .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
+        let stats_cache = cache::TwoTier::new(
+            "stats",
+            10_000,
+            if redis.is_some() {
+                cfg.cache.stats_ttl.min(cfg.cache.local_ttl)
+            } else {
+                cfg.cache.stats_ttl
+            },
+            cfg.cache.stats_ttl,
+            redis.clone(),
+        );
         let stats = crate::stats::grpc::StatsGrpc::new(crate::stats::service::StatsService::new(
             pool.clone(),
             cfg.database.statement_timeout,
+            stats_cache,
         ))
         .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
         let tickets = TicketsGrpc::new(TicketsService::new(

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     error::AppError,
-    grpc_util::{Violations, context, from_timestamp, parse_optional_uuid, run, to_timestamp},
+    grpc_util::{Violations, context, from_timestamp, parse_optional_uuid, to_timestamp, with_cache_status},
     proto::stats::v1::{self as pb, GetTicketStatsRequest, GetTicketStatsResponse, stats_service_server},
     tickets::grpc::{priority_from_proto, priority_to_proto, status_to_proto},
 };
@@ -202,11 +202,14 @@ impl stats_service_server::StatsService for StatsGrpc {
     ) -> Result<Response<GetTicketStatsResponse>, Status> {
         let (ctx, rid) = context(&req)?;
         let r = req.into_inner();
-        run(&rid, async {
+        let answer = async {
             let query = validate(r, OffsetDateTime::now_utc())?;
-            let stats = self.svc.get_ticket_stats(&ctx, &query).await?;
-            Ok(to_proto(stats))
-        })
-        .await
+            self.svc.get_ticket_stats_cached(&ctx, &query).await
+        }
+        .await;
+        let (stats, status) = answer.map_err(|e| e.into_status(&rid))?;
+        let mut res = Response::new(to_proto(stats));
+        with_cache_status(&mut res, status);
+        Ok(res)
     }
 }

@@ -487,3 +487,74 @@ async fn a_suspension_by_the_operator_reaches_every_replica() {
     }
     clean(&p).await;
 }
+
+fn stats_req() -> deskd::proto::stats::v1::GetTicketStatsRequest {
+    deskd::proto::stats::v1::GetTicketStatsRequest::default()
+}
+
+async fn stats_cache(channel: &Channel, token: &str) -> String {
+    deskd::proto::stats::v1::stats_service_client::StatsServiceClient::new(channel.clone())
+        .get_ticket_stats(authed(token, stats_req()))
+        .await
+        .expect("stats")
+        .metadata()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-cache on a cached RPC")
+        .to_string()
+}
+
+#[tokio::test]
+async fn stats_are_cached_per_tenant_and_caller_across_replicas() {
+    let p = prefix();
+    let addr = redis_addr();
+    let app = spawn_app_with(|c| use_redis(c, &p, &addr)).await;
+    let b = replica(&app).await;
+    let admin = app.caller(Role::Admin).await;
+    let viewer = app.colleague(&admin, Role::Viewer).await;
+    create_ticket(&app, &admin, new_ticket("counted")).await;
+
+    assert_eq!(stats_cache(&app.channel, &admin.token).await, "miss");
+    assert_eq!(stats_cache(&app.channel, &admin.token).await, "hit");
+    // The other replica finds it in Redis.
+    assert_eq!(stats_cache(&b.channel, &admin.token).await, "hit");
+    // Another caller of the same tenant has an entry of its own.
+    assert_eq!(stats_cache(&b.channel, &viewer.token).await, "miss");
+    // The shared entry is keyed by tenant, caller and the query's canonical form.
+    let client = redis::Client::open(format!("redis://{addr}/0")).expect("client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("conn");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:cache:stats:{}:{}:*", admin.tenant, admin.user))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    clean(&p).await;
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_misses_make_one_computation() {
+    let app = spawn_app().await;
+    let admin = app.caller(Role::Admin).await;
+    create_ticket(&app, &admin, new_ticket("counted")).await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let channel = app.channel.clone();
+        let token = admin.token.clone();
+        set.spawn(async move { stats_cache(&channel, &token).await });
+    }
+    let mut misses = 0;
+    let mut hits = 0;
+    while let Some(r) = set.join_next().await {
+        match r.expect("join").as_str() {
+            "miss" => misses += 1,
+            "hit" => hits += 1,
+            other => panic!("x-cache {other}"),
+        }
+    }
+    assert_eq!(
+        (misses, hits),
+        (1, 99),
+        "one PostgreSQL computation for 100 concurrent requests"
+    );
+}
