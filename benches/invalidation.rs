@@ -98,7 +98,10 @@ async fn main() {
             if list(&b_channel, &target.token).await.is_err() {
                 break;
             }
-            assert!(answered.elapsed() < Duration::from_secs(30), "B never saw the deactivation");
+            assert!(
+                answered.elapsed() < Duration::from_secs(30),
+                "B never saw the deactivation"
+            );
         }
         samples.push(answered.elapsed());
         polls_total += polls;
