@@ -23,6 +23,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "api_keys",
     "ticket_stats_created_daily",
     "ticket_stats_resolved_daily",
+    "jobs",
 ];
 
 /// Database set-up failures, each saying how to fix it.
@@ -216,6 +217,11 @@ pub async fn migrate(cfg: &DatabaseConfig) -> Result<(), DbSetupError> {
     for table in TENANT_TABLES.iter().filter(|t| **t != "tenants") {
         grants.push(format!("grant select, insert, update, delete on {table} to {role}"));
     }
+    // The one cross-tenant operation, a SECURITY DEFINER function (see the
+    // jobs migration for why).
+    grants.push(format!(
+        "grant execute on function claim_jobs(text, integer, integer, text[]) to {role}"
+    ));
     for stmt in grants {
         sqlx::query(AssertSqlSafe(stmt.clone()))
             .execute(&mut conn)

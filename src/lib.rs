@@ -17,6 +17,7 @@ pub mod error;
 pub mod etag;
 pub mod grpc_util;
 pub mod idempotency;
+pub mod jobs;
 pub mod kv;
 pub mod middleware;
 pub mod ops;

@@ -3,6 +3,7 @@
 //! talks to it with the generated client.
 
 mod helpers;
+mod jobs;
 mod proxy;
 mod users_support;
 

@@ -1,0 +1,296 @@
+//! The worker: claims due jobs, runs them with a timeout and a lease
+//! heartbeat in their tenant's context, and records the outcome.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::future::BoxFuture;
+use rand::Rng as _;
+use sqlx::PgPool;
+use tokio::{sync::Semaphore, task::JoinSet};
+use uuid::Uuid;
+
+use super::{Job, backoff, queue};
+use crate::{
+    error::AppError,
+    tenancy::{TenantId, TenantTx, tx::Budget},
+};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once by this worker.
+    pub concurrency: usize,
+    /// How often an idle worker looks for due jobs.
+    pub poll_interval: Duration,
+    /// How long a claimed job stays ours without a heartbeat; a dead
+    /// worker's jobs are claimed again after this.
+    pub lease: Duration,
+    /// The first retry delay; doubled per attempt, with ±20 % jitter.
+    pub backoff_base: Duration,
+    /// The longest retry delay.
+    pub backoff_max: Duration,
+    /// How long running jobs may take to finish at shutdown before they are
+    /// handed back to the queue.
+    pub shutdown_grace: Duration,
+    /// Cap on one job-transaction's statements.
+    pub statement_cap: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            poll_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(30),
+            statement_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a job's handler gets besides its payload.
+#[derive(Clone)]
+pub struct JobCtx {
+    /// The job's tenant: its SQL runs in this tenant's context.
+    pub tenant: TenantId,
+    /// The job.
+    pub job_id: Uuid,
+    /// This attempt (1-based).
+    pub attempt: i32,
+    pool: PgPool,
+    statement_cap: Duration,
+}
+
+impl JobCtx {
+    /// A transaction in the job's tenant context (under RLS).
+    pub async fn tx(&self) -> Result<TenantTx, AppError> {
+        TenantTx::begin(&self.pool, self.tenant, Budget::new(None, self.statement_cap)).await
+    }
+}
+
+type HandlerFn = Arc<dyn Fn(JobCtx, serde_json::Value) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+struct Handler {
+    run: HandlerFn,
+    timeout: Duration,
+}
+
+/// The handlers a worker runs, by job kind.
+#[derive(Default)]
+pub struct Registry {
+    handlers: HashMap<&'static str, Handler>,
+}
+
+impl Registry {
+    /// Runs jobs of type `J` with `f`; an `Err` is the attempt's error text.
+    pub fn register<J, F, Fut>(&mut self, f: F)
+    where
+        J: Job,
+        F: Fn(JobCtx, J) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let run: HandlerFn = Arc::new(move |ctx, payload| {
+            let f = f.clone();
+            Box::pin(async move {
+                let job: J = serde_json::from_value(payload).map_err(|e| format!("undecodable payload: {e}"))?;
+                f(ctx, job).await
+            })
+        });
+        self.handlers.insert(
+            J::KIND,
+            Handler {
+                run,
+                timeout: J::TIMEOUT,
+            },
+        );
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        self.handlers.keys().copied().collect()
+    }
+}
+
+type Running = Arc<Mutex<HashSet<(TenantId, Uuid)>>>;
+
+/// Runs jobs until `stop` resolves, then lets running jobs finish for
+/// `shutdown_grace` and hands the rest back to the queue.
+pub async fn run(pool: PgPool, registry: Arc<Registry>, cfg: WorkerConfig, stop: impl Future<Output = ()> + Send) {
+    let worker_id = format!("{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8]);
+    let kinds = registry.kinds();
+    if kinds.is_empty() {
+        stop.await;
+        return;
+    }
+    let lease_ms = i32::try_from(cfg.lease.as_millis()).unwrap_or(i32::MAX);
+    let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let running: Running = Arc::default();
+    let mut tasks = JoinSet::new();
+    tokio::pin!(stop);
+    tracing::info!(worker = %worker_id, kinds = ?kinds, "job worker started");
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        let claimed = if free == 0 {
+            Vec::new()
+        } else {
+            let limit = i32::try_from(free).unwrap_or(1);
+            match queue::claim(&pool, &worker_id, limit, lease_ms, &kinds).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming jobs failed");
+                    Vec::new()
+                }
+            }
+        };
+        let idle = claimed.is_empty();
+        for job in claimed {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let ctx = RunCtx {
+                pool: pool.clone(),
+                registry: registry.clone(),
+                cfg: cfg.clone(),
+                worker: worker_id.clone(),
+                lease_ms,
+                running: running.clone(),
+            };
+            tasks.spawn(async move {
+                ctx.run_one(job).await;
+                drop(permit);
+            });
+        }
+        if idle {
+            tokio::select! {
+                () = tokio::time::sleep(cfg.poll_interval) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = &mut stop => break,
+            }
+        } else if tokio::time::timeout(Duration::ZERO, &mut stop).await.is_ok() {
+            break;
+        }
+    }
+    // Let running jobs finish, then hand back the ones that did not.
+    let drained = tokio::time::timeout(cfg.shutdown_grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let left: Vec<(TenantId, Uuid)> = running.lock().map(|r| r.iter().copied().collect()).unwrap_or_default();
+        for (tenant, id) in left {
+            let released = async {
+                let mut tx = TenantTx::begin(&pool, tenant, Budget::new(None, cfg.statement_cap)).await?;
+                queue::release(tx.conn(), tenant, id, &worker_id).await?;
+                tx.commit().await
+            }
+            .await;
+            match released {
+                Ok(()) => tracing::info!(job_id = %id, "job handed back at shutdown"),
+                Err(e) => tracing::warn!(job_id = %id, error = %e, "could not hand a job back; its lease will expire"),
+            }
+        }
+    }
+    tracing::info!(worker = %worker_id, "job worker stopped");
+}
+
+struct RunCtx {
+    pool: PgPool,
+    registry: Arc<Registry>,
+    cfg: WorkerConfig,
+    worker: String,
+    lease_ms: i32,
+    running: Running,
+}
+
+impl RunCtx {
+    async fn finish(&self, tenant: TenantId, job: &queue::Claimed, outcome: Result<(), String>) {
+        let retry_in_ms = |attempts: i32| {
+            (attempts < job.max_attempts).then(|| {
+                let jitter: f64 = rand::rng().random();
+                backoff(self.cfg.backoff_base, self.cfg.backoff_max, attempts, jitter).as_millis() as i64
+            })
+        };
+        let result = async {
+            let mut tx = TenantTx::begin(&self.pool, tenant, Budget::new(None, self.cfg.statement_cap)).await?;
+            match &outcome {
+                Ok(()) => queue::succeed(tx.conn(), tenant, job.id, &self.worker).await?,
+                Err(e) => queue::fail(tx.conn(), tenant, job.id, &self.worker, e, retry_in_ms(job.attempts)).await?,
+            }
+            tx.commit().await
+        }
+        .await;
+        match (&outcome, result) {
+            (_, Err(e)) => tracing::warn!(job_id = %job.id, error = %e, "could not record a job's outcome"),
+            (Ok(()), Ok(())) => {
+                tracing::info!(job_id = %job.id, kind = %job.kind, attempt = job.attempts, "job succeeded")
+            }
+            (Err(e), Ok(())) => tracing::warn!(
+                job_id = %job.id, kind = %job.kind, attempt = job.attempts, max_attempts = job.max_attempts,
+                error = %e, "job attempt failed"
+            ),
+        }
+    }
+
+    async fn run_one(self, job: queue::Claimed) {
+        let tenant = TenantId(job.tenant_id);
+        if let Ok(mut r) = self.running.lock() {
+            r.insert((tenant, job.id));
+        }
+        let outcome = if job.attempts > job.max_attempts {
+            // Claimed again after its worker died on the last attempt.
+            Err("the worker running the last attempt stopped (lease expired)".to_string())
+        } else {
+            match self.registry.handlers.get(job.kind.as_str()) {
+                None => Err(format!("no handler for job kind {}", job.kind)),
+                Some(handler) => {
+                    let ctx = JobCtx {
+                        tenant,
+                        job_id: job.id,
+                        attempt: job.attempts,
+                        pool: self.pool.clone(),
+                        statement_cap: self.cfg.statement_cap,
+                    };
+                    let heartbeat = self.heartbeat(tenant, job.id);
+                    let run = (handler.run)(ctx, job.payload.clone());
+                    let result = tokio::select! {
+                        r = tokio::time::timeout(handler.timeout, run) => r,
+                        () = heartbeat => Ok(Err("lost the job's lease".to_string())),
+                    };
+                    match result {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("timed out after {:?}", handler.timeout)),
+                    }
+                }
+            }
+        };
+        self.finish(tenant, &job, outcome).await;
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&(tenant, job.id));
+        }
+    }
+
+    /// Extends the lease every third of it; resolves only if the lease is lost.
+    async fn heartbeat(&self, tenant: TenantId, id: Uuid) {
+        let every = Duration::from_millis(u64::try_from(self.lease_ms / 3).unwrap_or(1000).max(10));
+        loop {
+            tokio::time::sleep(every).await;
+            let kept = async {
+                let mut tx = TenantTx::begin(&self.pool, tenant, Budget::new(None, self.cfg.statement_cap)).await?;
+                let kept = queue::extend_lease(tx.conn(), tenant, id, &self.worker, self.lease_ms).await?;
+                tx.commit().await?;
+                Ok::<_, AppError>(kept)
+            }
+            .await;
+            if matches!(kept, Ok(false)) {
+                return;
+            }
+        }
+    }
+}
