@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     error::{AppError, FieldViolation},
-    grpc_util::{Violations, context, from_timestamp, run, to_timestamp},
+    grpc_util::{Violations, bad_mask_path, context, from_timestamp, mask_paths, run, to_timestamp},
     proto::tickets::v1::{
         self as pb, CreateTicketRequest, CreateTicketResponse, DeleteTicketRequest, DeleteTicketResponse,
         GetTicketRequest, GetTicketResponse, ListTicketsRequest, ListTicketsResponse, UpdateTicketRequest,
@@ -209,32 +209,23 @@ fn validate_update(
     } = ticket;
     let mut v = Violations::default();
     let id = v.check(parse_id("ticket.id", &id));
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        v.0.push(FieldViolation::new(
-            "update_mask",
-            "REQUIRED",
-            "name the fields to change in update_mask; an update never changes every field implicitly",
-        ));
-    }
+    let paths = mask_paths(mask, &mut v);
     let mut patch = TicketPatch::default();
     for (i, path) in paths.iter().enumerate() {
-        let field = match Field::parse(path) {
-            Some(f) => f,
-            None => {
-                let (reason, why) = match path.as_str() {
-                    "*" => (
-                        "WILDCARD_NOT_ALLOWED",
-                        "name each field; `*` is not accepted".to_string(),
-                    ),
-                    "id" | "reporter_id" | "create_time" | "update_time" | "resolve_time" | "etag" => {
-                        ("FIELD_NOT_MUTABLE", format!("`{path}` is output only"))
-                    }
-                    _ => ("UNKNOWN_FIELD", format!("`{path}` is not a ticket field")),
-                };
-                v.0.push(FieldViolation::new(format!("update_mask.paths[{i}]"), reason, why));
-                continue;
-            }
+        let Some(field) = Field::parse(path) else {
+            v.0.push(bad_mask_path(
+                i,
+                path,
+                &[
+                    "id",
+                    "reporter_id",
+                    "create_time",
+                    "update_time",
+                    "resolve_time",
+                    "etag",
+                ],
+            ));
+            continue;
         };
         match field {
             Field::Title => patch.title = v.check(validate_title("ticket.title", &title)),

@@ -2,12 +2,19 @@
 //! starts the real server on port 0 against its own PostgreSQL database and
 //! talks to it with the generated client.
 
+mod apikeys_support;
 mod helpers;
 mod jobs;
 mod proxy;
+mod stats_support;
+mod tickets_list_support;
+mod tickets_support;
 mod users_support;
 
-mod apikeys;
+mod apikeys_auth;
+mod apikeys_issue;
+mod apikeys_refusals;
+mod apikeys_secrets;
 mod auth;
 mod cli;
 mod health;
@@ -19,8 +26,19 @@ mod rate_limit;
 mod redis;
 mod replicas;
 mod rls;
-mod stats;
+mod stats_figures;
+mod stats_rollups;
+mod stats_validation_and_isolation;
 mod tenancy;
-mod tickets;
-mod tickets_list;
-mod users;
+mod tickets_create;
+mod tickets_delete_and_idempotency;
+mod tickets_list_filters;
+mod tickets_list_page_tokens;
+mod tickets_list_pagination;
+mod tickets_roles_and_request_ids;
+mod tickets_update;
+mod users_bola;
+mod users_crud;
+mod users_deactivation;
+mod users_list;
+mod users_self_service;

@@ -1,13 +1,18 @@
 //! Helpers shared by the Users, API key and permission tests: the Users
-//! client, API-key requests, and precise error assertions.
+//! client, API-key requests, and precise error assertions (`mask` and
+//! `assert_error` serve the Tickets tests too, through `tickets_support`).
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deskd::proto::users::v1::{
-    self as upb, CreateApiKeyRequest, CreateApiKeyResponse, CreateUserRequest, GetCurrentUserRequest,
-    GetCurrentUserResponse, GetUserRequest, UpdateUserRequest, users_service_client::UsersServiceClient,
+use deskd::{
+    proto::users::v1::{
+        self as upb, CreateApiKeyRequest, CreateApiKeyResponse, CreateUserRequest, DeactivateUserRequest,
+        GetCurrentUserRequest, GetCurrentUserResponse, GetUserRequest, ListUsersRequest, ReactivateUserRequest,
+        UpdateUserRequest, users_service_client::UsersServiceClient,
+    },
+    users::model::Role,
 };
 use prost_types::FieldMask;
 use tonic::{Code, Request, Status, transport::Channel};
@@ -264,4 +269,93 @@ pub fn prefix_of(key: &str) -> &str {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Shared by the Users service tests (users_crud, users_list, …)
+// ---------------------------------------------------------------------------
+
+pub fn random_id() -> String {
+    Uuid::now_v7().to_string()
+}
+
+pub async fn list_page(app: &TestApp, token: &str, req: ListUsersRequest) -> Result<upb::ListUsersResponse, Status> {
+    users(app).list_users(authed(token, req)).await.map(|r| r.into_inner())
+}
+
+/// Every user matching `req`'s filters, following page tokens.
+pub async fn list_all(app: &TestApp, token: &str, req: ListUsersRequest) -> Vec<upb::User> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..100 {
+        let page = list_page(
+            app,
+            token,
+            ListUsersRequest {
+                page_token: page_token.clone(),
+                ..req.clone()
+            },
+        )
+        .await
+        .expect("list users");
+        out.extend(page.users);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+    panic!("more than 100 pages");
+}
+
+pub fn ids(users: &[upb::User]) -> Vec<String> {
+    users.iter().map(|u| u.id.clone()).collect()
+}
+
+pub async fn deactivate(app: &TestApp, token: &str, id: &str, etag: &str) -> Result<upb::User, Status> {
+    users(app)
+        .deactivate_user(authed(
+            token,
+            DeactivateUserRequest {
+                id: id.to_string(),
+                etag: etag.to_string(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().user.expect("user in deactivate response"))
+}
+
+pub async fn reactivate(app: &TestApp, token: &str, id: &str, etag: &str) -> Result<upb::User, Status> {
+    users(app)
+        .reactivate_user(authed(
+            token,
+            ReactivateUserRequest {
+                id: id.to_string(),
+                etag: etag.to_string(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().user.expect("user in reactivate response"))
+}
+
+/// An update of `id` carrying every field at a hostile value, so a mask
+/// that is not honoured shows.
+pub fn hostile_update(id: &str) -> upb::User {
+    upb::User {
+        id: id.to_string(),
+        email: unique_email("hostile"),
+        display_name: "Hostile".into(),
+        role: upb::Role::Admin as i32,
+        active: false,
+        kind: upb::UserKind::ServiceAccount as i32,
+        ..Default::default()
+    }
+}
+
+/// Tenant A (admin and an agent it created), tenant B (an admin: the most
+/// privileged caller, so nothing B gets is a permission refusal).
+pub async fn two_tenants(app: &TestApp) -> (Caller, upb::User, Caller) {
+    let a = app.caller(Role::Admin).await;
+    let victim = create_user(app, &a.token, &unique_email("victim"), upb::Role::Agent).await;
+    let b = app.caller(Role::Admin).await;
+    (a, victim, b)
 }

@@ -1,0 +1,116 @@
+//! The `server`, `log` and `health` sections.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Transport limits. tonic leaves several HTTP/2 limits unset, which removes
+/// hyper's own defaults, so every one is explicit here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Streams reset by the client before the server accepted them (guards
+    /// against rapid-reset floods).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset for protocol errors before it closes the
+    /// connection.
+    pub max_local_error_reset_streams: usize,
+    /// Largest header list a client may send, in bytes.
+    pub max_header_list_size: u32,
+    /// Largest HTTP/2 frame, in bytes.
+    pub max_frame_size: u32,
+    /// Largest request message, in bytes.
+    pub max_decoding_message_size: usize,
+    /// Largest response message, in bytes.
+    pub max_encoding_message_size: usize,
+    /// HTTP/2 PING interval on idle connections.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long to wait for a PING answer before closing the connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// RPCs in flight across all connections; more are shed at once with
+    /// RESOURCE_EXHAUSTED instead of queueing.
+    pub max_in_flight: usize,
+    /// The longest an RPC may run, whatever deadline the client sent.
+    #[serde(with = "humantime_serde")]
+    pub max_request_duration: Duration,
+    /// How long in-flight RPCs may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// An RPC slower than this logs a WARN `slow_rpc` event.
+    #[serde(with = "humantime_serde")]
+    pub slow_rpc_threshold: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 256,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            max_header_list_size: 16 * 1024,
+            max_frame_size: 16 * 1024,
+            max_decoding_message_size: 4 * 1024 * 1024,
+            max_encoding_message_size: 4 * 1024 * 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_in_flight: 1024,
+            max_request_duration: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            slow_rpc_threshold: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    Text,
+    /// One JSON object per line, for production.
+    Json,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `deskd=debug,info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info,sqlx=warn".into(),
+        }
+    }
+}
+
+/// Health reporting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often PostgreSQL is probed.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// How long one probe may take before it counts as a failure.
+    #[serde(with = "humantime_serde")]
+    pub check_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(2),
+            check_timeout: Duration::from_secs(1),
+        }
+    }
+}

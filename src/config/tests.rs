@@ -1,0 +1,175 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_are_valid() {
+    let cfg = Config::load(None, env(&[])).expect("defaults load");
+    assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:50051");
+    assert_eq!(cfg.database.max_connections, 20);
+    assert_eq!(cfg.database.idle_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.database.acquire_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn environment_overrides_nested_keys() {
+    let cfg = Config::load(
+        None,
+        env(&[
+            ("DESKD_LISTEN_ADDR", "0.0.0.0:6000"),
+            ("DESKD_DATABASE_OWNER_URL", "postgres://o@h/db"),
+            ("DESKD_DATABASE_MAX_CONNECTIONS", "7"),
+            ("DESKD_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("DESKD_JWT_ISSUER", "me"),
+            ("DESKD_RATE_LIMIT__TENANT__BURST", "9"),
+            ("DESKD_SERVER_SHUTDOWN_GRACE", "3s"),
+            ("DESKD_JWT_AUDIENCE", "12345"),
+            ("DESKD_TEST_PG_HOST", "ignored: belongs to the test suite"),
+            ("OTHER", "ignored"),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(cfg.listen_addr.to_string(), "0.0.0.0:6000");
+    assert_eq!(cfg.database.owner_url.expose_secret(), "postgres://o@h/db");
+    assert_eq!(cfg.database.max_connections, 7);
+    assert_eq!(cfg.jwt.issuer, "me");
+    assert_eq!(cfg.jwt.audience, "12345", "numeric-looking strings stay strings");
+    assert_eq!(cfg.rate_limit.tenant.burst, 9);
+    assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(3));
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let err = Config::load(None, env(&[("DESKD_DATABASE_MAX_CONNECTIONS", "many")])).expect_err("must fail");
+    assert!(err.to_string().contains("database.max_connections"), "{err}");
+    assert!(err.to_string().contains("DESKD_DATABASE_MAX_CONNECTIONS"), "{err}");
+
+    let err = Config::load(None, env(&[("DESKD_JWT_SECRET", "short")])).expect_err("must fail");
+    assert!(err.to_string().contains("jwt.secret"), "{err}");
+
+    let err = Config::load(None, env(&[("DESKD_JWT_LEEWAY", "2m")])).expect_err("must fail");
+    assert!(err.to_string().contains("jwt.leeway"), "{err}");
+
+    let err = Config::load(None, env(&[("DESKD_NO_SUCH_KEY", "1")])).expect_err("must fail");
+    assert!(err.to_string().contains("no_such_key"), "{err}");
+}
+
+#[test]
+fn the_reference_designs_limits_are_expressible() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("deskd.toml");
+    std::fs::write(
+        &path,
+        "[rate_limit.plans.reference]\n\
+         tenant = { requests = 100, period = \"15m\", burst = 100 }\n\
+         principal = { requests = 60, period = \"1m\", burst = 60 }\n",
+    )
+    .expect("write");
+    let cfg = Config::load(Some(&path), env(&[])).expect("loads");
+    let plan = cfg.rate_limit.plans["reference"];
+    assert_eq!(
+        plan.tenant,
+        Some(Quota {
+            requests: 100,
+            period: Duration::from_secs(900),
+            burst: 100
+        })
+    );
+    assert_eq!(plan.principal.map(|q| q.period), Some(Duration::from_secs(60)));
+    assert_eq!(plan.service_principal, None);
+    assert!(cfg.rate_limit.service_principal.requests > cfg.rate_limit.principal.requests);
+}
+
+#[test]
+fn file_then_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("deskd.toml");
+    std::fs::write(
+        &path,
+        "listen_addr = \"127.0.0.1:7000\"\n[database]\nmax_connections = 3\nurl = \"postgres://a@b/c\"\n",
+    )
+    .expect("write");
+    let cfg = Config::load(Some(&path), env(&[("DESKD_DATABASE_MAX_CONNECTIONS", "4")])).expect("loads");
+    assert_eq!(cfg.listen_addr.to_string(), "127.0.0.1:7000");
+    assert_eq!(cfg.database.max_connections, 4);
+    assert_eq!(cfg.database.url.expose_secret(), "postgres://a@b/c");
+}
+
+#[test]
+fn jwt_keys_load_from_the_file_and_are_validated_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pem = dir.path().join("a.pem");
+    std::fs::write(&pem, "parsed later, by JwtKeys::from_config").expect("write pem");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, "{}").expect("write jwks");
+    let path = dir.path().join("deskd.toml");
+    let load = |keys: &str, env_pairs: &[(&str, &str)]| {
+        std::fs::write(&path, format!("[jwt]\nreload_interval = \"2s\"\n{keys}")).expect("write toml");
+        Config::load(Some(&path), env(env_pairs))
+    };
+    let key = |kid: &str, alg: &str, file: &std::path::Path| {
+        format!(
+            "[[jwt.keys]]\nkid = \"{kid}\"\nalgorithm = \"{alg}\"\npem_file = {:?}\n",
+            file.display().to_string()
+        )
+    };
+    let jwks_str = jwks.display().to_string();
+
+    let cfg = load(
+        &format!("{}{}", key("a", "ES256", &pem), key("b", "EdDSA", &pem)),
+        &[("DESKD_JWT_JWKS_FILE", &jwks_str)],
+    )
+    .expect("loads");
+    assert_eq!(cfg.jwt.keys.len(), 2);
+    assert_eq!(
+        cfg.jwt.keys[0],
+        JwtKeyConfig {
+            kid: "a".into(),
+            algorithm: JwtKeyAlgorithm::ES256,
+            pem_file: pem.clone(),
+        }
+    );
+    assert_eq!(cfg.jwt.keys[1].algorithm, JwtKeyAlgorithm::EdDSA);
+    assert_eq!(cfg.jwt.jwks_file.as_deref(), Some(jwks.as_path()));
+    assert_eq!(cfg.jwt.reload_interval, Duration::from_secs(2));
+    let defaults = Config::load(None, env(&[])).expect("defaults");
+    assert!(defaults.jwt.keys.is_empty() && defaults.jwt.jwks_file.is_none());
+    assert_eq!(defaults.jwt.reload_interval, Duration::from_secs(10));
+
+    let missing = dir.path().join("missing.pem");
+    for (keys, env_pairs, expected) in [
+        (key("a", "HS512", &pem), vec![], "HS512"),
+        (
+            key("a", "RS256", &missing),
+            vec![],
+            "key `jwt.keys[0]` (kid `a`): pem_file",
+        ),
+        (
+            format!("{}{}", key("a", "RS256", &pem), key("a", "ES256", &pem)),
+            vec![],
+            "key `jwt.keys[1]` (kid `a`): duplicate kid",
+        ),
+        (
+            key(" ", "RS256", &pem),
+            vec![],
+            "key `jwt.keys[0].kid`: must not be empty",
+        ),
+        (
+            String::new(),
+            vec![("DESKD_JWT_JWKS_FILE", "/no/such/jwks.json")],
+            "key `jwt.jwks_file` (DESKD_JWT_JWKS_FILE)",
+        ),
+        (
+            String::new(),
+            vec![("DESKD_JWT_RELOAD_INTERVAL", "0s")],
+            "key `jwt.reload_interval` (DESKD_JWT_RELOAD_INTERVAL): must be positive",
+        ),
+    ] {
+        let err = load(&keys, &env_pairs).expect_err(expected);
+        assert!(err.to_string().contains(expected), "`{err}` lacks `{expected}`");
+    }
+    let err = load(&key("a", "HS512", &pem), &[]).expect_err("unknown algorithm");
+    assert!(err.to_string().contains("jwt.keys"), "{err}");
+}
