@@ -6,6 +6,7 @@
 //! underscore always nests (`DESKD_RATE_LIMIT__TENANT__BURST`).
 
 mod auth;
+mod mail;
 mod rate_limit;
 mod server;
 mod storage;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     auth::{ApiKeysConfig, JwtConfig, JwtKeyAlgorithm, JwtKeyConfig},
+    mail::{JobsConfig, SmtpConfig, SmtpTls},
     rate_limit::{PlanQuotas, Quota, RateLimitConfig},
     server::{HealthConfig, LogConfig, LogFormat, ServerConfig},
     storage::{CacheConfig, DatabaseConfig, RedisConfig, TenantCacheConfig},
@@ -41,6 +43,8 @@ const SECTIONS: &[&str] = &[
     "api_keys",
     "redis",
     "cache",
+    "smtp",
+    "jobs",
 ];
 
 /// deskd's whole configuration.
@@ -75,6 +79,10 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Response caches.
     pub cache: CacheConfig,
+    /// The SMTP relay for outgoing e-mail.
+    pub smtp: SmtpConfig,
+    /// The background job worker.
+    pub jobs: JobsConfig,
 }
 
 impl Default for Config {
@@ -92,6 +100,8 @@ impl Default for Config {
             api_keys: ApiKeysConfig::default(),
             redis: RedisConfig::default(),
             cache: CacheConfig::default(),
+            smtp: SmtpConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -246,6 +256,47 @@ impl Config {
         }
         if self.health.check_interval.is_zero() || self.health.check_timeout.is_zero() {
             return bad("health", "check_interval and check_timeout must be positive");
+        }
+        self.validate_smtp_and_jobs()
+    }
+
+    /// The `smtp` and `jobs` sections.
+    fn validate_smtp_and_jobs(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}` ({}): {why}", env_name(key))));
+        let smtp = &self.smtp;
+        if smtp.host.trim().is_empty() {
+            return bad("smtp.host", "must not be empty");
+        }
+        if smtp.port == 0 {
+            return bad("smtp.port", "must be between 1 and 65535");
+        }
+        if smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+            return bad("smtp.from", "must be a mailbox such as `deskd <no-reply@example.com>`");
+        }
+        if smtp.timeout.is_zero() {
+            return bad("smtp.timeout", "must be positive");
+        }
+        if smtp.username.is_some() != smtp.password.is_some() {
+            return bad("smtp.password", "smtp.username and smtp.password must be set together");
+        }
+        let jobs = &self.jobs;
+        if jobs.concurrency == 0 {
+            return bad("jobs.concurrency", "must be at least 1");
+        }
+        for (key, d) in [
+            ("jobs.poll_interval", jobs.poll_interval),
+            ("jobs.lease", jobs.lease),
+            ("jobs.backoff_base", jobs.backoff_base),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be positive");
+            }
+        }
+        if jobs.lease < Duration::from_millis(30) || jobs.lease.as_millis() > i32::MAX as u128 {
+            return bad("jobs.lease", "must be between 30ms and 24 days");
+        }
+        if jobs.backoff_max < jobs.backoff_base {
+            return bad("jobs.backoff_max", "must not be less than jobs.backoff_base");
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ pub mod grpc_util;
 pub mod idempotency;
 pub mod jobs;
 pub mod kv;
+pub mod mail;
 pub mod middleware;
 pub mod ops;
 pub mod pagination;

@@ -33,6 +33,14 @@ struct Cli {
 enum Command {
     /// Migrate (when DESKD_DATABASE_OWNER_URL is set), then serve gRPC until SIGTERM/SIGINT.
     Serve,
+    /// Run background jobs only (welcome e-mails) until SIGTERM/SIGINT.
+    ///
+    /// Connects with DESKD_DATABASE_URL (the app role, checked like `serve`; no migrations)
+    /// and sends mail through the [smtp] relay (DESKD_SMTP_*). On SIGTERM/SIGINT it stops
+    /// claiming jobs and lets running ones finish within server.shutdown_grace; the rest go
+    /// back to the queue. Run any number beside `deskd serve`; set DESKD_JOBS_RUN_IN_SERVE=false
+    /// to keep jobs out of the serving processes.
+    Worker,
     /// Apply database migrations and create/update the app role (needs the owner URL).
     Migrate,
     /// Manage tenants.
@@ -137,6 +145,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until(shutdown_signal()).await
         }
+        Command::Worker => deskd::startup::jobs::run_worker(config, shutdown_signal()).await,
         Command::Migrate => {
             deskd::db::migrate(&config.database).await?;
             eprintln!("migrations applied; app role ready");

@@ -1,5 +1,7 @@
 //! Builds and runs the server: database checks, the layer stack, health,
-//! reflection, and graceful shutdown.
+//! reflection, the in-process job worker, and graceful shutdown.
+
+pub mod jobs;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -73,6 +75,8 @@ pub struct Application {
     hasher: KeyHasher,
     limiter: Arc<dyn RateLimiter>,
     redis: Option<Arc<Redis>>,
+    /// The job handlers, when this server also runs a worker (`jobs.run_in_serve`).
+    job_registry: Option<Arc<crate::jobs::worker::Registry>>,
 }
 
 impl Application {
@@ -100,6 +104,11 @@ impl Application {
         if redis.is_none() {
             tracing::info!("no DESKD_REDIS_URL: rate limits and caches are this replica's own");
         }
+        let job_registry = if config.jobs.run_in_serve {
+            Some(Arc::new(jobs::registry(&config)?))
+        } else {
+            None
+        };
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -117,6 +126,7 @@ impl Application {
                 None => Arc::new(InProcessRateLimiter::default()),
             },
             redis,
+            job_registry,
         })
     }
 
@@ -143,6 +153,7 @@ impl Application {
             hasher,
             limiter,
             redis,
+            job_registry,
         } = self;
         let cfg = Arc::new(config);
         let s = &cfg.server;
@@ -168,6 +179,18 @@ impl Application {
             cfg.health.check_timeout,
             stop_health.clone(),
         ));
+        // The job worker stops taking jobs when shutdown begins, and lets
+        // running ones finish within the same grace as in-flight RPCs.
+        let stop_jobs = tokio_util_like::Stop::default();
+        let jobs_task = job_registry.map(|registry| {
+            let stop = stop_jobs.clone();
+            tokio::spawn(crate::jobs::worker::run(
+                pool.clone(),
+                registry,
+                jobs::worker_config(&cfg),
+                async move { stop.stopped().await },
+            ))
+        });
         let stop_keys = tokio_util_like::Stop::default();
         let keys_task = tokio::spawn(jwt::watch_jwks(keys.clone(), cfg.jwt.reload_interval, {
             let stop = stop_keys.clone();
@@ -294,9 +317,11 @@ impl Application {
 
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let health_on_stop = health.clone();
+        let stop_jobs_on_signal = stop_jobs.clone();
         let signal = async move {
             shutdown.await;
-            tracing::info!("shutting down: draining in-flight RPCs");
+            tracing::info!("shutting down: draining in-flight RPCs and running jobs");
+            stop_jobs_on_signal.stop();
             // Tell load balancers first, then stop accepting.
             for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
                 health_on_stop
@@ -326,6 +351,10 @@ impl Application {
                 Ok(())
             }
         };
+        stop_jobs.stop();
+        if let Some(t) = jobs_task {
+            let _ = t.await;
+        }
         stop_health.stop();
         let _ = health_task.await;
         stop_keys.stop();

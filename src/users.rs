@@ -3,9 +3,10 @@
 //!
 //! `model` holds the types and rules, `store` the SQL, `service` the
 //! operations (transaction boundaries, cache invalidation) and `grpc` the
-//! wire mapping.
+//! wire mapping; `jobs` the background jobs (the welcome e-mail).
 
 pub mod grpc;
+pub mod jobs;
 pub mod model;
 pub mod service;
 pub mod store;

@@ -173,3 +173,55 @@ fn jwt_keys_load_from_the_file_and_are_validated_naming_the_key() {
     let err = load(&key("a", "HS512", &pem), &[]).expect_err("unknown algorithm");
     assert!(err.to_string().contains("jwt.keys"), "{err}");
 }
+
+#[test]
+fn smtp_and_jobs_sections_load_from_the_environment_and_are_validated() {
+    let cfg = Config::load(None, env(&[])).expect("defaults load");
+    assert_eq!(cfg.smtp.host, "127.0.0.1");
+    assert_eq!(cfg.smtp.port, 25);
+    assert_eq!(cfg.smtp.tls, SmtpTls::None);
+    assert!(cfg.smtp.username.is_none() && cfg.smtp.password.is_none());
+    assert_eq!(cfg.smtp.from, "deskd <no-reply@localhost>");
+    assert_eq!(cfg.smtp.timeout, Duration::from_secs(10));
+    assert!(cfg.jobs.run_in_serve);
+    assert_eq!(cfg.jobs.concurrency, 4);
+    assert_eq!(cfg.jobs.poll_interval, Duration::from_millis(500));
+    assert_eq!(cfg.jobs.lease, Duration::from_secs(30));
+    assert_eq!(cfg.jobs.backoff_base, Duration::from_secs(2));
+    assert_eq!(cfg.jobs.backoff_max, Duration::from_secs(3600));
+
+    let cfg = Config::load(
+        None,
+        env(&[
+            ("DESKD_SMTP_HOST", "mail.example.com"),
+            ("DESKD_SMTP_PORT", "465"),
+            ("DESKD_SMTP_TLS", "tls"),
+            ("DESKD_SMTP_USERNAME", "deskd"),
+            ("DESKD_SMTP_PASSWORD", "hunter2"),
+            ("DESKD_SMTP_FROM", "Help <help@example.com>"),
+            ("DESKD_JOBS_RUN_IN_SERVE", "false"),
+            ("DESKD_JOBS_CONCURRENCY", "8"),
+            ("DESKD_JOBS_BACKOFF_BASE", "5s"),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(cfg.smtp.host, "mail.example.com");
+    assert_eq!(cfg.smtp.port, 465);
+    assert_eq!(cfg.smtp.tls, SmtpTls::Tls);
+    assert_eq!(cfg.smtp.password.as_ref().map(|p| p.expose_secret()), Some("hunter2"));
+    assert!(!cfg.jobs.run_in_serve);
+    assert_eq!(cfg.jobs.concurrency, 8);
+    assert_eq!(cfg.jobs.backoff_base, Duration::from_secs(5));
+
+    for (pairs, key) in [
+        (vec![("DESKD_SMTP_TLS", "ssl")], "smtp.tls"),
+        (vec![("DESKD_SMTP_FROM", "not a mailbox")], "smtp.from"),
+        (vec![("DESKD_SMTP_USERNAME", "deskd")], "smtp.password"),
+        (vec![("DESKD_JOBS_CONCURRENCY", "0")], "jobs.concurrency"),
+        (vec![("DESKD_JOBS_POLL_INTERVAL", "0s")], "jobs.poll_interval"),
+        (vec![("DESKD_JOBS_BACKOFF_MAX", "1s")], "jobs.backoff_max"),
+    ] {
+        let err = Config::load(None, env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+}

@@ -1,6 +1,7 @@
 //! User and API key operations: one function per RPC, each one transaction.
 //! Writes that change what a credential may do invalidate the principal
-//! cache after they commit.
+//! cache after they commit. CreateUser enqueues the welcome e-mail in its
+//! transaction.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
+    jobs::WelcomeEmail,
     model::{API_KEY_RESOURCE_TYPE, ApiKey, RESOURCE_TYPE, Role, User, UserFilter, UserKind, UserPatch},
     store,
 };
@@ -18,6 +20,7 @@ use crate::{
     cache::CacheStatus,
     error::{AppError, FieldViolation},
     idempotency::{self, Claim},
+    jobs::queue::{self, EnqueueOptions},
     pagination::{Cursor, PageTokens, fingerprint},
     tenancy::{Ctx, Principal, TenantDirectory, TenantTx, UserId, tx::Budget},
 };
@@ -201,6 +204,13 @@ impl UsersService {
         if !store::insert_user(tx.conn(), tenant, &user).await? {
             return Err(email_taken(&user.email));
         }
+        // In the same transaction: the e-mail goes out if and only if the user exists.
+        let welcome = WelcomeEmail { user_id: user.id };
+        let opts = EnqueueOptions {
+            unique_key: Some(welcome.unique_key()),
+            run_at: None,
+        };
+        queue::enqueue(tx.conn(), tenant, &welcome, opts).await?;
         tx.commit().await?;
         Ok(user)
     }

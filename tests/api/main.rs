@@ -20,6 +20,7 @@ mod cli;
 mod health;
 mod jwt_keys;
 mod lifecycle;
+mod mail;
 mod permissions;
 mod protocol;
 mod rate_limit;

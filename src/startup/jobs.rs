@@ -1,0 +1,48 @@
+//! The job worker as deskd runs it: the registry of handlers, the worker's
+//! settings from `[jobs]`, and `deskd worker`.
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context as _;
+
+use crate::{
+    config::Config,
+    db,
+    jobs::worker::{self, Registry, WorkerConfig},
+    mail::Mailer,
+    users::jobs::{WelcomeEmail, send_welcome_email},
+};
+
+/// Every job kind deskd runs, with its handler.
+pub fn registry(config: &Config) -> anyhow::Result<Registry> {
+    let mailer = Mailer::from_config(&config.smtp).context("building the SMTP transport")?;
+    let mut registry = Registry::default();
+    registry.register(move |ctx, job: WelcomeEmail| send_welcome_email(ctx, job, mailer.clone()));
+    Ok(registry)
+}
+
+/// The worker's settings: `[jobs]`, the server's shutdown grace and the
+/// database statement cap.
+pub fn worker_config(config: &Config) -> WorkerConfig {
+    let j = &config.jobs;
+    WorkerConfig {
+        concurrency: j.concurrency,
+        poll_interval: j.poll_interval,
+        lease: j.lease,
+        backoff_base: j.backoff_base,
+        backoff_max: j.backoff_max,
+        shutdown_grace: config.server.shutdown_grace,
+        statement_cap: config.database.statement_timeout,
+    }
+}
+
+/// `deskd worker`: connects as the app role (refusing a role that bypasses
+/// RLS), then runs jobs until `stop` resolves and the running ones drain.
+pub async fn run_worker(config: Config, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let pool = db::app_pool(&config.database)?;
+    db::check_app_role(&pool).await?;
+    let registry = Arc::new(registry(&config)?);
+    worker::run(pool.clone(), registry, worker_config(&config), stop).await;
+    pool.close().await;
+    Ok(())
+}

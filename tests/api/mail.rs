@@ -1,0 +1,247 @@
+//! The welcome e-mail end to end: CreateUser enqueues it in its transaction,
+//! the worker inside `deskd serve` sends it to a real SMTP server (aiosmtpd,
+//! installed by scripts/ensure-services), failures are retried then dead,
+//! and an idempotent retry of CreateUser sends nothing more.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use deskd::{proto::users::v1 as upb, tenancy::TenantId, users::model::Role};
+use uuid::Uuid;
+
+use crate::{helpers::*, users_support::*};
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// aiosmtpd storing every message in a Maildir; killed when dropped.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    async fn start() -> SmtpServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("maildir"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd (scripts/ensure-services installs it)");
+        let server = SmtpServer { child, port, dir };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("aiosmtpd did not listen on port {port} within 10s");
+    }
+
+    fn new_dir(&self) -> PathBuf {
+        self.dir.path().join("maildir").join("new")
+    }
+
+    /// The messages delivered so far, as raw text.
+    fn messages(&self) -> Vec<String> {
+        read_dir_texts(&self.new_dir())
+    }
+
+    /// Polls (bounded) until at least one message has arrived.
+    async fn wait_for_message(&self) -> String {
+        for _ in 0..400 {
+            if let Some(m) = self.messages().into_iter().next() {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no message reached the SMTP server within 10s");
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_dir_texts(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect()
+}
+
+/// The value of header `name` (unfolded), if present.
+fn header(message: &str, name: &str) -> Option<String> {
+    let (head, _) = message.split_once("\n\n").unwrap_or((message, ""));
+    let mut lines = head.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case(name)
+        {
+            let mut value = v.trim().to_string();
+            while let Some(next) = lines.peek()
+                && next.starts_with([' ', '\t'])
+            {
+                value.push(' ');
+                value.push_str(next.trim());
+                lines.next();
+            }
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The body, with quoted-printable soft line breaks undone.
+fn body(message: &str) -> String {
+    let normalised = message.replace("\r\n", "\n");
+    let (_, body) = normalised.split_once("\n\n").unwrap_or(("", &normalised));
+    body.replace("=\n", "").replace("=3D", "=")
+}
+
+/// A tenant with a recognisable name and an admin token for it.
+async fn admin_of_named_tenant(app: &TestApp, name: &str) -> (TenantId, String) {
+    let tenant = app.create_tenant(name).await;
+    let admin = app.create_user(tenant, Role::Admin).await;
+    (tenant, app.token(tenant, admin))
+}
+
+/// The welcome jobs of `user_id`: (state, attempts, last_error).
+async fn welcome_jobs(app: &TestApp, user_id: &str) -> Vec<(String, i32, Option<String>)> {
+    let mut conn = app.db.owner_conn().await;
+    sqlx::query_as(
+        "select state, attempts, last_error from jobs where kind = 'users.welcome_email' and unique_key = $1 \
+         order by id",
+    )
+    .bind(format!("welcome:{user_id}"))
+    .fetch_all(&mut conn)
+    .await
+    .expect("jobs")
+}
+
+/// Polls (bounded) until the user's welcome job reaches `state`.
+async fn wait_job_state(app: &TestApp, user_id: &str, state: &str) -> (String, i32, Option<String>) {
+    for _ in 0..1000 {
+        let jobs = welcome_jobs(app, user_id).await;
+        if let [job] = jobs.as_slice()
+            && job.0 == state
+        {
+            return job.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the welcome job never reached {state}: {:?}",
+        welcome_jobs(app, user_id).await
+    );
+}
+
+#[tokio::test]
+async fn creating_a_user_sends_a_welcome_email_through_smtp() {
+    let smtp = SmtpServer::start().await;
+    let port = smtp.port;
+    let app = spawn_app_with(|c| {
+        c.smtp.port = port;
+        c.jobs.poll_interval = Duration::from_millis(20);
+        c.jobs.backoff_base = Duration::from_millis(50);
+    })
+    .await;
+    let tenant_name = format!("Acme {}", &Uuid::new_v4().simple().to_string()[..8]);
+    let (_, token) = admin_of_named_tenant(&app, &tenant_name).await;
+    let email = format!("ann.{}@example.com", &Uuid::new_v4().simple().to_string()[..8]);
+    let user = try_create_user(&app, &token, person(&email, "Ann Lee", upb::Role::Agent), "")
+        .await
+        .expect("create user");
+
+    let message = smtp.wait_for_message().await;
+    assert_eq!(
+        header(&message, "X-RcptTo").as_deref(),
+        Some(email.as_str()),
+        "{message}"
+    );
+    assert_eq!(header(&message, "To").as_deref(), Some(email.as_str()), "{message}");
+    assert_eq!(
+        header(&message, "Subject"),
+        Some(format!("Welcome to {tenant_name}")),
+        "{message}"
+    );
+    assert_eq!(
+        header(&message, "From").as_deref(),
+        Some("deskd <no-reply@localhost>"),
+        "{message}"
+    );
+    let text = body(&message);
+    assert!(text.contains(&tenant_name), "body names the tenant: {text}");
+    assert!(text.contains("Ann Lee"), "body names the user: {text}");
+    let (_, attempts, error) = wait_job_state(&app, &user.id, "succeeded").await;
+    assert_eq!((attempts, error), (1, None));
+    assert_eq!(smtp.messages().len(), 1, "exactly one message");
+}
+
+#[tokio::test]
+async fn an_unreachable_smtp_server_is_retried_then_the_job_is_dead_and_the_user_exists() {
+    let port = free_port();
+    let app = spawn_app_with(|c| {
+        c.smtp.port = port;
+        c.jobs.poll_interval = Duration::from_millis(20);
+        c.jobs.backoff_base = Duration::from_millis(50);
+    })
+    .await;
+    let (_, token) = admin_of_named_tenant(&app, "Nowhere Mail").await;
+    let user = try_create_user(&app, &token, person("bob@example.com", "Bob", upb::Role::Viewer), "")
+        .await
+        .expect("the RPC succeeds whatever the mail server does");
+
+    let (_, attempts, error) = wait_job_state(&app, &user.id, "dead").await;
+    assert_eq!(attempts, 3, "three attempts, then dead");
+    let error = error.expect("the last error is kept");
+    assert!(error.to_lowercase().contains("connect"), "{error}");
+    let got = get_user(&app, &token, &user.id).await;
+    assert_eq!(got.email, "bob@example.com");
+}
+
+#[tokio::test]
+async fn an_idempotent_create_user_retry_enqueues_no_second_email() {
+    let port = free_port();
+    let app = spawn_app_with(|c| {
+        c.smtp.port = port;
+        c.jobs.poll_interval = Duration::from_millis(20);
+        c.jobs.backoff_base = Duration::from_millis(20);
+    })
+    .await;
+    let (_, token) = admin_of_named_tenant(&app, "Retry Corp").await;
+    let request_id = Uuid::new_v4().to_string();
+    let new = person("cy@example.com", "Cy", upb::Role::Agent);
+    let first = try_create_user(&app, &token, new.clone(), &request_id)
+        .await
+        .expect("create");
+    // Let the first job finish (dead: nothing listens), so a second enqueue
+    // would not be absorbed by the unique key of a live job.
+    wait_job_state(&app, &first.id, "dead").await;
+    let again = try_create_user(&app, &token, new, &request_id)
+        .await
+        .expect("retry answers the stored response");
+    assert_eq!(again.id, first.id);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let jobs = welcome_jobs(&app, &first.id).await;
+    assert_eq!(jobs.len(), 1, "exactly one welcome job: {jobs:?}");
+}
