@@ -245,3 +245,151 @@ async fn an_idempotent_create_user_retry_enqueues_no_second_email() {
     let jobs = welcome_jobs(&app, &first.id).await;
     assert_eq!(jobs.len(), 1, "exactly one welcome job: {jobs:?}");
 }
+
+/// An SMTP peer that accepts connections and never answers: a send to it
+/// hangs until the client's timeout. Signals each accepted connection.
+async fn hanging_smtp() -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = tx.send(());
+        }
+    });
+    (port, rx, task)
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_job_leaves_the_job_to_run_again() {
+    let smtp = SmtpServer::start().await;
+    let (hang_port, mut accepted, hang_task) = hanging_smtp().await;
+    // The server itself runs no jobs here: two separate workers do.
+    let app = spawn_app_with(|c| c.jobs.run_in_serve = false).await;
+    let (_, token) = admin_of_named_tenant(&app, "Crashy Inc").await;
+    let email = format!("bo.{}@example.com", &Uuid::new_v4().simple().to_string()[..8]);
+    let user = try_create_user(&app, &token, person(&email, "Bo", upb::Role::Agent), "")
+        .await
+        .expect("create user");
+
+    // Worker 1, a real `deskd worker` process, takes the job and hangs in
+    // the SMTP conversation...
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut worker1 = Command::new(env!("CARGO_BIN_EXE_deskd"))
+        .arg("worker")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DESKD_DATABASE_URL", app.db.app_url())
+        .env("DESKD_DATABASE_OWNER_URL", "")
+        .env("DESKD_JWT_SECRET", JWT_SECRET)
+        .env("DESKD_SMTP_PORT", hang_port.to_string())
+        .env("DESKD_SMTP_TIMEOUT", "60s")
+        .env("DESKD_JOBS_LEASE", "1s")
+        .env("DESKD_JOBS_POLL_INTERVAL", "20ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn deskd worker");
+    tokio::time::timeout(Duration::from_secs(30), accepted.recv())
+        .await
+        .expect("worker 1 reached the SMTP server")
+        .expect("accepted");
+    let (state, attempts, _) = welcome_jobs(&app, &user.id).await.into_iter().next().expect("the job");
+    assert_eq!((state.as_str(), attempts), ("running", 1));
+    // ...and dies without a chance to clean up.
+    worker1.kill().expect("SIGKILL worker 1");
+    worker1.wait().expect("reap worker 1");
+
+    // Worker 2 (same binary's library, in process) claims the job once the
+    // dead worker's lease expires, and delivers it.
+    let mut cfg = app.config.clone();
+    cfg.database.owner_url = secrecy::SecretString::from("");
+    cfg.smtp.port = smtp.port;
+    cfg.jobs.lease = Duration::from_secs(1);
+    cfg.jobs.poll_interval = Duration::from_millis(20);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker2 = tokio::spawn(deskd::startup::jobs::run_worker(cfg, async move {
+        let _ = stopped.await;
+    }));
+    let (_, attempts, error) = wait_job_state(&app, &user.id, "succeeded").await;
+    assert_eq!(
+        (attempts, error),
+        (2, None),
+        "the killed attempt counts; the second succeeds"
+    );
+    let message = smtp.wait_for_message().await;
+    assert_eq!(header(&message, "To").as_deref(), Some(email.as_str()));
+    let _ = stop.send(());
+    worker2.await.expect("join").expect("worker 2 stops cleanly");
+    hang_task.abort();
+}
+
+#[tokio::test]
+async fn sigterm_during_a_job_hands_it_back_and_it_is_not_lost() {
+    let smtp = SmtpServer::start().await;
+    let (hang_port, mut accepted, hang_task) = hanging_smtp().await;
+    let app = spawn_app_with(|c| c.jobs.run_in_serve = false).await;
+    let (_, token) = admin_of_named_tenant(&app, "Graceful Ltd").await;
+    let email = format!("cy.{}@example.com", &Uuid::new_v4().simple().to_string()[..8]);
+    let user = try_create_user(&app, &token, person(&email, "Cy", upb::Role::Agent), "")
+        .await
+        .expect("create user");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut worker1 = Command::new(env!("CARGO_BIN_EXE_deskd"))
+        .arg("worker")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DESKD_DATABASE_URL", app.db.app_url())
+        .env("DESKD_DATABASE_OWNER_URL", "")
+        .env("DESKD_JWT_SECRET", JWT_SECRET)
+        .env("DESKD_SMTP_PORT", hang_port.to_string())
+        .env("DESKD_SMTP_TIMEOUT", "60s")
+        .env("DESKD_JOBS_POLL_INTERVAL", "20ms")
+        .env("DESKD_SERVER_SHUTDOWN_GRACE", "200ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn deskd worker");
+    tokio::time::timeout(Duration::from_secs(30), accepted.recv())
+        .await
+        .expect("worker 1 reached the SMTP server")
+        .expect("accepted");
+    let pid = worker1.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || worker1.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "worker exits cleanly on SIGTERM: {status:?}");
+    // The unfinished job went back to the queue, its attempt not counted.
+    let (state, attempts, _) = welcome_jobs(&app, &user.id).await.into_iter().next().expect("the job");
+    assert_eq!((state.as_str(), attempts), ("queued", 0));
+
+    let mut cfg = app.config.clone();
+    cfg.database.owner_url = secrecy::SecretString::from("");
+    cfg.smtp.port = smtp.port;
+    cfg.jobs.poll_interval = Duration::from_millis(20);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker2 = tokio::spawn(deskd::startup::jobs::run_worker(cfg, async move {
+        let _ = stopped.await;
+    }));
+    let (_, attempts, _) = wait_job_state(&app, &user.id, "succeeded").await;
+    assert_eq!(attempts, 1);
+    smtp.wait_for_message().await;
+    let _ = stop.send(());
+    worker2.await.expect("join").expect("worker 2 stops cleanly");
+    hang_task.abort();
+}
