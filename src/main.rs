@@ -55,6 +55,33 @@ enum Command {
     /// Issue API keys for services.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Inspect and retry background jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Print jobs as JSON lines (newest first): id, tenant, kind, state, attempts, last error, times.
+    List {
+        /// Only this tenant's jobs.
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        /// Only jobs in this state: queued, running, succeeded or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Put a dead job back in the queue with a fresh attempt budget.
+    Retry {
+        /// The job's tenant.
+        #[arg(long)]
+        tenant: Uuid,
+        /// The job id.
+        id: Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +172,13 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until(shutdown_signal()).await
         }
+        Command::Jobs(JobsCommand::List { tenant, state, limit }) => {
+            for line in ops::list_jobs(&config, tenant.map(TenantId), state.as_deref(), limit).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Jobs(JobsCommand::Retry { tenant, id }) => ops::retry_job(&config, TenantId(tenant), id).await,
         Command::Worker => deskd::startup::jobs::run_worker(config, shutdown_signal()).await,
         Command::Migrate => {
             deskd::db::migrate(&config.database).await?;

@@ -161,6 +161,50 @@ pub async fn create_api_key(
 
 use crate::etag::now_micros;
 
+/// Jobs as JSON lines, newest first (operators: sees every tenant as the owner).
+pub async fn list_jobs(
+    cfg: &Config,
+    tenant: Option<TenantId>,
+    state: Option<&str>,
+    limit: i64,
+) -> anyhow::Result<Vec<String>> {
+    if let Some(s) = state
+        && !["queued", "running", "succeeded", "dead"].contains(&s)
+    {
+        bail!("--state must be queued, running, succeeded or dead");
+    }
+    let mut conn = owner_conn(cfg).await?;
+    let rows: Vec<(serde_json::Value,)> = sqlx::query_as(
+        "select json_build_object('id', id, 'tenant_id', tenant_id, 'kind', kind, 'state', state, \
+                'attempts', attempts, 'max_attempts', max_attempts, 'last_error', last_error, \
+                'run_at', run_at, 'create_time', create_time, 'update_time', update_time, \
+                'finish_time', finish_time)::jsonb \
+         from jobs where ($1::uuid is null or tenant_id = $1) and ($2::text is null or state = $2) \
+         order by create_time desc limit $3",
+    )
+    .bind(tenant.map(|t| t.0))
+    .bind(state)
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    Ok(rows.into_iter().map(|(v,)| v.to_string()).collect())
+}
+
+/// Puts a dead job back in the queue (in its tenant's context).
+pub async fn retry_job(cfg: &Config, tenant: TenantId, id: Uuid) -> anyhow::Result<()> {
+    let mut conn = owner_conn(cfg).await?;
+    let mut tx = conn.begin().await?;
+    set_tenant_context(&mut tx, tenant).await?;
+    let retried = crate::jobs::queue::retry_dead(&mut tx, tenant, id).await?;
+    tx.commit().await?;
+    let _ = conn.close().await;
+    if !retried {
+        bail!("no dead job {id} in tenant {tenant}");
+    }
+    Ok(())
+}
+
 /// Mints a JWT for a user with the configured (or development) secret.
 pub fn mint_token(cfg: &Config, tenant: TenantId, user: UserId, ttl: Duration) -> anyhow::Result<String> {
     let (secret, _) = jwt::load_secret(&cfg.jwt).context("loading the JWT secret")?;

@@ -393,3 +393,73 @@ async fn sigterm_during_a_job_hands_it_back_and_it_is_not_lost() {
     worker2.await.expect("join").expect("worker 2 stops cleanly");
     hang_task.abort();
 }
+
+fn deskd_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_deskd"))
+        .args(args)
+        .env_clear()
+        .env("DESKD_DATABASE_URL", app.db.app_url())
+        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
+        .env("DESKD_JWT_SECRET", JWT_SECRET)
+        .output()
+        .expect("run deskd")
+}
+
+#[tokio::test]
+async fn an_operator_sees_a_dead_job_and_retries_it() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_app_with(|c| c.jobs.run_in_serve = false).await;
+    let (tenant, token) = admin_of_named_tenant(&app, "Retry Co").await;
+    let email = format!("di.{}@example.com", &Uuid::new_v4().simple().to_string()[..8]);
+    let user = try_create_user(&app, &token, person(&email, "Di", upb::Role::Agent), "")
+        .await
+        .expect("create user");
+
+    // A worker whose SMTP server is unreachable exhausts the attempts.
+    let run_worker = |port: u16| {
+        let mut cfg = app.config.clone();
+        cfg.database.owner_url = secrecy::SecretString::from("");
+        cfg.smtp.port = port;
+        cfg.jobs.poll_interval = Duration::from_millis(20);
+        cfg.jobs.backoff_base = Duration::from_millis(20);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(deskd::startup::jobs::run_worker(cfg, async move {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    };
+    let (stop, task) = run_worker(free_port());
+    wait_job_state(&app, &user.id, "dead").await;
+    let _ = stop.send(());
+    task.await.expect("join").expect("worker stops");
+
+    let out = deskd_cli(
+        &app,
+        &["jobs", "list", "--tenant", &tenant.to_string(), "--state", "dead"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["kind"], "users.welcome_email");
+    assert_eq!(lines[0]["attempts"], 3);
+    assert!(lines[0]["last_error"].as_str().is_some_and(|e| !e.is_empty()));
+    let job_id = lines[0]["id"].as_str().expect("id").to_string();
+
+    let out = deskd_cli(&app, &["jobs", "retry", "--tenant", &tenant.to_string(), &job_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (state, attempts, _) = welcome_jobs(&app, &user.id).await.into_iter().next().expect("job");
+    assert_eq!((state.as_str(), attempts), ("queued", 0));
+    // Retrying a job that is not dead is refused.
+    let again = deskd_cli(&app, &["jobs", "retry", "--tenant", &tenant.to_string(), &job_id]);
+    assert!(!again.status.success());
+
+    // With the SMTP server reachable, the retried job is delivered.
+    let (stop, task) = run_worker(smtp.port);
+    wait_job_state(&app, &user.id, "succeeded").await;
+    smtp.wait_for_message().await;
+    let _ = stop.send(());
+    task.await.expect("join").expect("worker stops");
+}
