@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     auth::{ApiKeysConfig, JwtConfig, JwtKeyAlgorithm, JwtKeyConfig},
-    mail::{JobsConfig, SmtpConfig, SmtpTls},
+    mail::{ExportsConfig, JobsConfig, SmtpConfig, SmtpTls},
     rate_limit::{PlanQuotas, Quota, RateLimitConfig},
     server::{HealthConfig, LogConfig, LogFormat, ServerConfig},
     storage::{CacheConfig, DatabaseConfig, RedisConfig, TenantCacheConfig},
@@ -45,6 +45,7 @@ const SECTIONS: &[&str] = &[
     "cache",
     "smtp",
     "jobs",
+    "exports",
 ];
 
 /// deskd's whole configuration.
@@ -83,6 +84,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// The background job worker.
     pub jobs: JobsConfig,
+    /// Where ticket exports are written.
+    pub exports: ExportsConfig,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             smtp: SmtpConfig::default(),
             jobs: JobsConfig::default(),
+            exports: ExportsConfig::default(),
         }
     }
 }

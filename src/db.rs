@@ -24,6 +24,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "ticket_stats_created_daily",
     "ticket_stats_resolved_daily",
     "jobs",
+    "operations",
 ];
 
 /// Database set-up failures, each saying how to fix it.

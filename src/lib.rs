@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod kv;
 pub mod mail;
 pub mod middleware;
+pub mod operations;
 pub mod ops;
 pub mod pagination;
 pub mod proto;

@@ -9,6 +9,13 @@ pub mod tickets {
     }
 }
 
+/// `deskd.operations.v1`: long-running operations (AIP-151).
+pub mod operations {
+    pub mod v1 {
+        tonic::include_proto!("deskd.operations.v1");
+    }
+}
+
 /// `deskd.stats.v1`: the Stats API.
 pub mod stats {
     pub mod v1 {

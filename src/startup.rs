@@ -37,6 +37,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "deskd.tickets.v1.TicketsService",
     "deskd.users.v1.UsersService",
     "deskd.stats.v1.StatsService",
+    "deskd.operations.v1.OperationsService",
 ];
 
 /// The deployment's server secret, from which page-token MACs and (without a
@@ -272,6 +273,13 @@ impl Application {
             stats_cache,
         ))
         .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
+        let operations =
+            crate::operations::grpc::OperationsGrpc::new(crate::operations::service::OperationsService::new(
+                pool.clone(),
+                page_tokens.clone(),
+                cfg.database.statement_timeout,
+            ))
+            .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
         let tickets = TicketsGrpc::new(TicketsService::new(
             pool.clone(),
             page_tokens,
@@ -313,7 +321,8 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(tickets)
             .add_service(users)
-            .add_service(stats);
+            .add_service(stats)
+            .add_service(operations);
 
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let health_on_stop = health.clone();

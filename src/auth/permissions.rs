@@ -128,6 +128,15 @@ pub const METHODS: &[(&str, Requirement)] = {
         ("/deskd.tickets.v1.TicketsService/CreateTicket", P(TicketsWrite)),
         ("/deskd.tickets.v1.TicketsService/UpdateTicket", P(TicketsWrite)),
         ("/deskd.tickets.v1.TicketsService/DeleteTicket", P(TicketsWrite)),
+        // An export reads tickets; its operation is read and cancelled with
+        // the tickets permissions.
+        ("/deskd.tickets.v1.TicketsService/ExportTickets", P(TicketsRead)),
+        ("/deskd.operations.v1.OperationsService/GetOperation", P(TicketsRead)),
+        ("/deskd.operations.v1.OperationsService/ListOperations", P(TicketsRead)),
+        (
+            "/deskd.operations.v1.OperationsService/CancelOperation",
+            P(TicketsWrite),
+        ),
         ("/deskd.users.v1.UsersService/GetUser", P(UsersRead)),
         ("/deskd.users.v1.UsersService/ListUsers", P(UsersRead)),
         ("/deskd.users.v1.UsersService/CreateUser", P(UsersWrite)),

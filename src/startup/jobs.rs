@@ -10,6 +10,7 @@ use crate::{
     db,
     jobs::worker::{self, Registry, WorkerConfig},
     mail::Mailer,
+    tickets::export::{ExportTickets, run_export},
     users::jobs::{WelcomeEmail, send_welcome_email},
 };
 
@@ -18,6 +19,8 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
     let mailer = Mailer::from_config(&config.smtp).context("building the SMTP transport")?;
     let mut registry = Registry::default();
     registry.register(move |ctx, job: WelcomeEmail| send_welcome_email(ctx, job, mailer.clone()));
+    let exports_dir = config.exports.dir.clone();
+    registry.register(move |ctx, job: ExportTickets| run_export(ctx, job, exports_dir.clone()));
     Ok(registry)
 }
 

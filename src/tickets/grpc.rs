@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{
+    export::{ExportFormat, ExportTickets},
     model::{
         self, Field, ListFilter, NewTicket, Priority, Status as TicketStatus, Ticket, TicketPatch, parse_id,
         parse_optional_id, validate_description, validate_tags, validate_title,
@@ -19,8 +20,8 @@ use crate::{
     grpc_util::{Violations, bad_mask_path, context, from_timestamp, mask_paths, run, to_timestamp},
     proto::tickets::v1::{
         self as pb, CreateTicketRequest, CreateTicketResponse, DeleteTicketRequest, DeleteTicketResponse,
-        GetTicketRequest, GetTicketResponse, ListTicketsRequest, ListTicketsResponse, UpdateTicketRequest,
-        UpdateTicketResponse, tickets_service_server,
+        ExportTicketsRequest, ExportTicketsResponse, GetTicketRequest, GetTicketResponse, ListTicketsRequest,
+        ListTicketsResponse, UpdateTicketRequest, UpdateTicketResponse, tickets_service_server,
     },
 };
 
@@ -407,4 +408,87 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
         })
         .await
     }
+
+    async fn export_tickets(
+        &self,
+        req: Request<ExportTicketsRequest>,
+    ) -> Result<Response<ExportTicketsResponse>, Status> {
+        let (ctx, rid) = context(&req)?;
+        let r = req.into_inner();
+        run(&rid, async {
+            let job = validate_export(r)?;
+            let op = self.svc.export(&ctx, job).await?;
+            Ok(ExportTicketsResponse {
+                operation: Some(crate::operations::grpc::to_proto(op)),
+            })
+        })
+        .await
+    }
+}
+
+/// Validates ExportTickets: the filters exactly as ListTickets checks them
+/// (same field paths), plus a required format.
+fn validate_export(r: ExportTicketsRequest) -> Result<ExportTickets, AppError> {
+    let ExportTicketsRequest {
+        assignee_id,
+        statuses,
+        priority,
+        tag,
+        create_time_start,
+        create_time_end,
+        format,
+    } = r;
+    let format = match pb::ExportFormat::try_from(format) {
+        Ok(pb::ExportFormat::Csv) => Ok(ExportFormat::Csv),
+        Ok(pb::ExportFormat::Jsonl) => Ok(ExportFormat::Jsonl),
+        Ok(pb::ExportFormat::Unspecified) => Err(FieldViolation::new(
+            "format",
+            "EXPORT_FORMAT_REQUIRED",
+            "choose EXPORT_FORMAT_CSV or EXPORT_FORMAT_JSONL",
+        )),
+        Err(_) => Err(FieldViolation::new(
+            "format",
+            "INVALID_ENUM_VALUE",
+            format!("unknown format {format}"),
+        )),
+    };
+    let listed = validate_list(ListTicketsRequest {
+        page_size: 0,
+        page_token: String::new(),
+        assignee_id,
+        statuses,
+        priority,
+        tag,
+        create_time_start,
+        create_time_end,
+        order_by: String::new(),
+    });
+    let (filter, format) = match (listed, format) {
+        (Ok((filter, _, _)), Ok(format)) => (filter, format),
+        (Err(AppError::InvalidArgument(mut v)), Err(f)) => {
+            v.push(f);
+            return Err(AppError::InvalidArgument(v));
+        }
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(f)) => return Err(AppError::InvalidArgument(vec![f])),
+    };
+    let ListFilter {
+        assignee_id,
+        statuses,
+        priority,
+        tag,
+        create_time_start,
+        create_time_end,
+        order: _,
+    } = filter;
+    Ok(ExportTickets {
+        operation_id: Uuid::nil(),
+        format,
+        assignee_id,
+        statuses,
+        priority,
+        tag,
+        create_time_start,
+        create_time_end,
+    })
 }

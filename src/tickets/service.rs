@@ -6,12 +6,15 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
+    export::{self, ExportTickets},
     model::{ListFilter, NewTicket, OrderField, RESOURCE_TYPE, Ticket, TicketPatch},
     store,
 };
 use crate::{
     error::{AppError, FieldViolation},
     idempotency::{self, Claim},
+    jobs::queue::{self, EnqueueOptions},
+    operations::{model::Operation, store as operations},
     pagination::{Cursor, PageTokens, fingerprint},
     tenancy::{Ctx, TenantTx, UserId, tx::Budget},
     users,
@@ -199,5 +202,28 @@ impl TicketsService {
         store::delete(tx.conn(), tenant, id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// ExportTickets: records a queued export operation and enqueues its
+    /// job in one transaction, and returns the operation at once. The
+    /// job's `operation_id` is replaced by the new operation's id.
+    pub async fn export(&self, ctx: &Ctx, mut job: ExportTickets) -> Result<Operation, AppError> {
+        let mut tx = self.begin(ctx).await?;
+        let tenant = tx.tenant();
+        let id = Uuid::now_v7();
+        job.operation_id = id;
+        let op = operations::insert(tx.conn(), tenant, id, export::KIND).await?;
+        queue::enqueue(
+            tx.conn(),
+            tenant,
+            &job,
+            EnqueueOptions {
+                unique_key: Some(format!("export:{id}")),
+                run_at: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(op)
     }
 }

@@ -129,6 +129,7 @@ async fn sweep_stale(conn: &mut PgConnection, now: u64) {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let _ = std::fs::remove_dir_all(exports_dir(&name));
         // Drop runs inside the test's runtime: do the async work on a thread
         // of its own and wait for it.
         let _ = std::thread::spawn(move || {
@@ -150,6 +151,11 @@ impl Drop for TestDb {
     }
 }
 
+/// Where a test database's exports are written (removed with the database).
+pub fn exports_dir(db_name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("deskd-test-exports-{db_name}"))
+}
+
 /// A configuration for a test server on port 0 against `db`.
 pub fn test_config(db: &TestDb) -> Config {
     let mut cfg = Config {
@@ -161,6 +167,8 @@ pub fn test_config(db: &TestDb) -> Config {
     cfg.jwt.secret = SecretString::from(JWT_SECRET);
     cfg.health.check_interval = Duration::from_millis(100);
     cfg.health.check_timeout = Duration::from_millis(500);
+    // Exports (e.g. the permission matrix's) never land in the work tree.
+    cfg.exports.dir = exports_dir(&db.name);
     cfg
 }
 

@@ -17,6 +17,7 @@ mod apikeys_refusals;
 mod apikeys_secrets;
 mod auth;
 mod cli;
+mod exports;
 mod health;
 mod jwt_keys;
 mod lifecycle;

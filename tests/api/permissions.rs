@@ -11,10 +11,14 @@ use deskd::{
         permissions::{GRANTABLE_SCOPES, METHODS, Requirement, deskd_methods, requirement},
     },
     proto::{
+        operations::v1::{
+            CancelOperationRequest, GetOperationRequest, ListOperationsRequest,
+            operations_service_client::OperationsServiceClient,
+        },
         stats::v1::{GetTicketStatsRequest, stats_service_client::StatsServiceClient},
         tickets::v1::{
-            self as tpb, CreateTicketRequest, DeleteTicketRequest, GetTicketRequest, ListTicketsRequest,
-            UpdateTicketRequest, tickets_service_client::TicketsServiceClient,
+            self as tpb, CreateTicketRequest, DeleteTicketRequest, ExportTicketsRequest, GetTicketRequest,
+            ListTicketsRequest, UpdateTicketRequest, tickets_service_client::TicketsServiceClient,
         },
         users::v1::{
             self as upb, CreateApiKeyRequest, CreateUserRequest, DeactivateUserRequest, GetCurrentUserRequest,
@@ -71,6 +75,7 @@ fn random_id() -> String {
 async fn call(channel: Channel, s: &Subject, path: &str) -> Result<(), Status> {
     let mut t = TicketsServiceClient::new(channel.clone());
     let mut u = UsersServiceClient::new(channel.clone());
+    let mut op = OperationsServiceClient::new(channel.clone());
     let mut st = StatsServiceClient::new(channel);
     let b = s.bearer.as_str();
     match path {
@@ -110,6 +115,38 @@ async fn call(channel: Channel, s: &Subject, path: &str) -> Result<(), Status> {
                 DeleteTicketRequest {
                     id: random_id(),
                     etag: String::new(),
+                },
+            ))
+            .await
+            .map(drop),
+        "/deskd.tickets.v1.TicketsService/ExportTickets" => t
+            .export_tickets(authed(
+                b,
+                ExportTicketsRequest {
+                    format: tpb::ExportFormat::Jsonl as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(drop),
+        "/deskd.operations.v1.OperationsService/GetOperation" => op
+            .get_operation(authed(
+                b,
+                GetOperationRequest {
+                    name: format!("operations/{}", random_id()),
+                },
+            ))
+            .await
+            .map(drop),
+        "/deskd.operations.v1.OperationsService/ListOperations" => op
+            .list_operations(authed(b, ListOperationsRequest::default()))
+            .await
+            .map(drop),
+        "/deskd.operations.v1.OperationsService/CancelOperation" => op
+            .cancel_operation(authed(
+                b,
+                CancelOperationRequest {
+                    name: format!("operations/{}", random_id()),
                 },
             ))
             .await
