@@ -316,3 +316,97 @@ async fn bad_operation_names_and_formats_are_invalid_arguments() {
         .expect_err("negative page size");
     assert_field_violation(&err, "page_size", "INVALID_PAGE_SIZE");
 }
+
+/// Polls (a condition, bounded) until `n` backends of the database wait on a lock.
+async fn wait_lock_waiters(app: &TestApp, n: i64) {
+    let mut conn = app.db.owner_conn().await;
+    for _ in 0..1000 {
+        let waiting: i64 =
+            sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock'")
+                .bind(&app.db.name)
+                .fetch_one(&mut conn)
+                .await
+                .expect("pg_stat_activity");
+        if waiting == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never {n} lock waiters");
+}
+
+#[tokio::test]
+async fn a_running_export_stops_when_cancelled_and_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let app = spawn_app_with(|c| {
+        c.exports.dir = path;
+        c.jobs.run_in_serve = false;
+    })
+    .await;
+    let caller = app.caller(Role::Agent).await;
+    // More than one page (1,000 rows) of tickets, inserted as the owner.
+    let mut owner = app.db.owner_conn().await;
+    sqlx::query(
+        "insert into tickets (tenant_id, id, title, status, priority, reporter_id, create_time, update_time) \
+         select $1, gen_random_uuid(), 'bulk ' || i, 'open', 'normal', $2, \
+                now() - (i || ' seconds')::interval, now() - (i || ' seconds')::interval \
+         from generate_series(1, 1500) as i",
+    )
+    .bind(caller.tenant.0)
+    .bind(caller.user.0)
+    .execute(&mut owner)
+    .await
+    .expect("seed");
+    let op = export(
+        &app,
+        &caller,
+        ExportTicketsRequest {
+            format: pb::ExportFormat::Jsonl as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Hold the tickets table so the export blocks inside its first page.
+    let mut blocker = owner.begin().await.expect("begin");
+    sqlx::query("lock table tickets in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let mut cfg = app.config.clone();
+    cfg.database.owner_url = secrecy::SecretString::from("");
+    cfg.jobs.poll_interval = Duration::from_millis(20);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(deskd::startup::jobs::run_worker(cfg, async move {
+        let _ = stopped.await;
+    }));
+    wait_lock_waiters(&app, 1).await;
+    let running = get_op(&app, &caller, &op.name).await.expect("get");
+    assert_eq!(state(&running), opb::OperationState::Running);
+
+    // Cancel while it runs (the request waits behind the page's transaction).
+    let mut client = ops(&app);
+    let token = caller.token.clone();
+    let name = op.name.clone();
+    let cancel = tokio::spawn(async move {
+        client
+            .cancel_operation(authed(&token, CancelOperationRequest { name }))
+            .await
+    });
+    wait_lock_waiters(&app, 2).await;
+    blocker.rollback().await.expect("release");
+    cancel.await.expect("join").expect("cancel");
+
+    let done = wait_done(&app, &caller, &op.name).await;
+    assert_eq!(state(&done), opb::OperationState::Cancelled);
+    let _ = stop.send(());
+    worker.await.expect("join").expect("worker stops");
+    let id = op.name.trim_start_matches("operations/");
+    let file = dir.path().join(caller.tenant.0.to_string()).join(format!("{id}.jsonl"));
+    assert!(
+        !Path::new(&file).exists(),
+        "the partial file is removed: {}",
+        file.display()
+    );
+}
