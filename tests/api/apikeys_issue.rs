@@ -1,8 +1,6 @@
 //! API keys: issued once, listed and revoked; and the `deskd apikey create`
 //! operator command.
 
-use std::process::Command;
-
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use deskd::{
     proto::users::v1::{self as upb, ListApiKeysRequest},
@@ -15,21 +13,6 @@ use crate::{apikeys_support::*, helpers::*, users_support::*};
 // ---------------------------------------------------------------------------
 // Private helpers
 // ---------------------------------------------------------------------------
-
-/// Runs the real binary with the app's database and JWT secret.
-fn deskd_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    Command::new(env!("CARGO_BIN_EXE_deskd"))
-        .args(args)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DESKD_DATABASE_URL", app.db.app_url())
-        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
-        .env("DESKD_JWT_SECRET", JWT_SECRET)
-        .output()
-        .expect("run deskd")
-}
 
 // ---------------------------------------------------------------------------
 // Issuing, listing, revoking

@@ -8,20 +8,6 @@ use sqlx::Connection as _;
 
 use crate::helpers::*;
 
-fn deskd(app: &TestApp, args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    Command::new(env!("CARGO_BIN_EXE_deskd"))
-        .args(args)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DESKD_DATABASE_URL", app.db.app_url())
-        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
-        .env("DESKD_JWT_SECRET", JWT_SECRET)
-        .output()
-        .expect("run deskd")
-}
-
 fn stdout_line(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -38,9 +24,9 @@ fn stdout_line(out: &std::process::Output) -> String {
 #[tokio::test]
 async fn bootstrap_commands_create_a_working_caller() {
     let app = spawn_app().await;
-    let tenant = stdout_line(&deskd(&app, &["tenant", "create", "Acme Corp"]));
+    let tenant = stdout_line(&deskd_cli(&app, &["tenant", "create", "Acme Corp"]));
     uuid::Uuid::parse_str(&tenant).expect("tenant id is a UUID");
-    let user = stdout_line(&deskd(
+    let user = stdout_line(&deskd_cli(
         &app,
         &[
             "user",
@@ -54,7 +40,7 @@ async fn bootstrap_commands_create_a_working_caller() {
         ],
     ));
     uuid::Uuid::parse_str(&user).expect("user id is a UUID");
-    let token = stdout_line(&deskd(
+    let token = stdout_line(&deskd_cli(
         &app,
         &["token", "mint", "--tenant", &tenant, "--user", &user, "--ttl", "10m"],
     ));
@@ -77,7 +63,7 @@ async fn bootstrap_commands_create_a_working_caller() {
     assert_eq!(created.reporter_id, user);
 
     // The same e-mail (normalised) cannot be created twice in a tenant.
-    let dup = deskd(
+    let dup = deskd_cli(
         &app,
         &[
             "user",
@@ -108,11 +94,11 @@ async fn bootstrap_commands_create_a_working_caller() {
             s
         }
     };
-    stdout_line_empty(&deskd(&app, &["tenant", "suspend", &tenant]));
+    stdout_line_empty(&deskd_cli(&app, &["tenant", "suspend", &tenant]));
     assert_eq!(status(&app).await, "suspended");
-    stdout_line_empty(&deskd(&app, &["tenant", "activate", &tenant]));
+    stdout_line_empty(&deskd_cli(&app, &["tenant", "activate", &tenant]));
     assert_eq!(status(&app).await, "active");
-    let missing = deskd(&app, &["tenant", "suspend", &uuid::Uuid::now_v7().to_string()]);
+    let missing = deskd_cli(&app, &["tenant", "suspend", &uuid::Uuid::now_v7().to_string()]);
     assert!(!missing.status.success());
 }
 
@@ -124,7 +110,7 @@ fn stdout_line_empty(out: &std::process::Output) {
 #[tokio::test]
 async fn bad_input_fails_with_a_message_and_no_stdout() {
     let app = spawn_app().await;
-    let out = deskd(
+    let out = deskd_cli(
         &app,
         &[
             "user",
@@ -140,7 +126,7 @@ async fn bad_input_fails_with_a_message_and_no_stdout() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
 
-    let out = deskd(
+    let out = deskd_cli(
         &app,
         &[
             "user",
@@ -156,7 +142,7 @@ async fn bad_input_fails_with_a_message_and_no_stdout() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant"));
 
-    let out = deskd(
+    let out = deskd_cli(
         &app,
         &[
             "user",

@@ -317,24 +317,6 @@ async fn bad_operation_names_and_formats_are_invalid_arguments() {
     assert_field_violation(&err, "page_size", "INVALID_PAGE_SIZE");
 }
 
-/// Polls (a condition, bounded) until `n` backends of the database wait on a lock.
-async fn wait_lock_waiters(app: &TestApp, n: i64) {
-    let mut conn = app.db.owner_conn().await;
-    for _ in 0..1000 {
-        let waiting: i64 =
-            sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock'")
-                .bind(&app.db.name)
-                .fetch_one(&mut conn)
-                .await
-                .expect("pg_stat_activity");
-        if waiting == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never {n} lock waiters");
-}
-
 #[tokio::test]
 async fn a_running_export_stops_when_cancelled_and_leaves_no_file() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -384,3 +384,38 @@ pub fn reason(status: &tonic::Status) -> String {
         .map(|i| i.reason.clone())
         .unwrap_or_default()
 }
+
+/// Runs the real `deskd` binary with `args` against the app's database and
+/// JWT secret, in an empty working directory.
+pub fn deskd_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::process::Command::new(env!("CARGO_BIN_EXE_deskd"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DESKD_DATABASE_URL", app.db.app_url())
+        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
+        .env("DESKD_JWT_SECRET", JWT_SECRET)
+        .output()
+        .expect("run deskd")
+}
+
+/// Polls (a condition, bounded) until `want` backends of the app's database
+/// wait on a lock.
+pub async fn wait_lock_waiters(app: &TestApp, want: i64) {
+    let mut conn = app.db.owner_conn().await;
+    for _ in 0..1000 {
+        let waiting: i64 =
+            sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock'")
+                .bind(&app.db.name)
+                .fetch_one(&mut conn)
+                .await
+                .expect("pg_stat_activity");
+        if waiting == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the number of lock waiters never became {want}");
+}

@@ -110,27 +110,8 @@ async fn lock_ticket(app: &TestApp, id: &str) -> sqlx::Transaction<'static, sqlx
     tx
 }
 
-/// Polls (a condition, not a timed wait) until `want` backends of the test
-/// database are blocked on a lock.
-async fn wait_for_lock_waiters(app: &TestApp, want: i64) {
-    let mut conn = app.db.owner_conn().await;
-    for _ in 0..1000 {
-        let waiting: i64 =
-            sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1 and wait_event_type = 'Lock'")
-                .bind(&app.db.name)
-                .fetch_one(&mut conn)
-                .await
-                .expect("pg_stat_activity");
-        if waiting == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the number of lock waiters never became {want}");
-}
-
 async fn wait_for_lock_waiter(app: &TestApp) {
-    wait_for_lock_waiters(app, 1).await;
+    wait_lock_waiters(app, 1).await;
 }
 
 fn retitle(id: &str, title: &str) -> pb::UpdateTicketRequest {
@@ -169,7 +150,7 @@ async fn client_deadline_bounds_database_work() {
     );
     // The server abandoned the database work while the lock is still held:
     // its statement timeout (derived from the deadline) ended the wait.
-    wait_for_lock_waiters(&app, 0).await;
+    wait_lock_waiters(&app, 0).await;
 
     lock.rollback().await.expect("release");
     let got = app

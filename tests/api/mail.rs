@@ -246,6 +246,49 @@ async fn an_idempotent_create_user_retry_enqueues_no_second_email() {
     assert_eq!(jobs.len(), 1, "exactly one welcome job: {jobs:?}");
 }
 
+/// A `deskd worker` process whose SMTP server is `smtp_port`, with extra
+/// `DESKD_*` settings.
+fn worker_process(app: &TestApp, dir: &Path, smtp_port: u16, extra: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskd"));
+    cmd.arg("worker")
+        .current_dir(dir)
+        .env_clear()
+        .env("DESKD_DATABASE_URL", app.db.app_url())
+        .env("DESKD_DATABASE_OWNER_URL", "")
+        .env("DESKD_JWT_SECRET", JWT_SECRET)
+        .env("DESKD_SMTP_PORT", smtp_port.to_string())
+        .env("DESKD_SMTP_TIMEOUT", "60s")
+        .env("DESKD_JOBS_POLL_INTERVAL", "20ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn deskd worker")
+}
+
+/// An in-process worker (the library `deskd worker` runs) sending to
+/// `smtp_port`; stop it with the returned sender.
+fn in_process_worker(
+    app: &TestApp,
+    smtp_port: u16,
+    tweak: impl FnOnce(&mut deskd::config::Config),
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut cfg = app.config.clone();
+    cfg.database.owner_url = secrecy::SecretString::from("");
+    cfg.smtp.port = smtp_port;
+    cfg.jobs.poll_interval = Duration::from_millis(20);
+    tweak(&mut cfg);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(deskd::startup::jobs::run_worker(cfg, async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
 /// An SMTP peer that accepts connections and never answers: a send to it
 /// hangs until the client's timeout. Signals each accepted connection.
 async fn hanging_smtp() -> (
@@ -281,21 +324,7 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_run_again() {
     // Worker 1, a real `deskd worker` process, takes the job and hangs in
     // the SMTP conversation...
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut worker1 = Command::new(env!("CARGO_BIN_EXE_deskd"))
-        .arg("worker")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("DESKD_DATABASE_URL", app.db.app_url())
-        .env("DESKD_DATABASE_OWNER_URL", "")
-        .env("DESKD_JWT_SECRET", JWT_SECRET)
-        .env("DESKD_SMTP_PORT", hang_port.to_string())
-        .env("DESKD_SMTP_TIMEOUT", "60s")
-        .env("DESKD_JOBS_LEASE", "1s")
-        .env("DESKD_JOBS_POLL_INTERVAL", "20ms")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn deskd worker");
+    let mut worker1 = worker_process(&app, dir.path(), hang_port, &[("DESKD_JOBS_LEASE", "1s")]);
     tokio::time::timeout(Duration::from_secs(30), accepted.recv())
         .await
         .expect("worker 1 reached the SMTP server")
@@ -308,15 +337,7 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_run_again() {
 
     // Worker 2 (same binary's library, in process) claims the job once the
     // dead worker's lease expires, and delivers it.
-    let mut cfg = app.config.clone();
-    cfg.database.owner_url = secrecy::SecretString::from("");
-    cfg.smtp.port = smtp.port;
-    cfg.jobs.lease = Duration::from_secs(1);
-    cfg.jobs.poll_interval = Duration::from_millis(20);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker2 = tokio::spawn(deskd::startup::jobs::run_worker(cfg, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, worker2) = in_process_worker(&app, smtp.port, |c| c.jobs.lease = Duration::from_secs(1));
     let (_, attempts, error) = wait_job_state(&app, &user.id, "succeeded").await;
     assert_eq!(
         (attempts, error),
@@ -342,21 +363,7 @@ async fn sigterm_during_a_job_hands_it_back_and_it_is_not_lost() {
         .expect("create user");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut worker1 = Command::new(env!("CARGO_BIN_EXE_deskd"))
-        .arg("worker")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("DESKD_DATABASE_URL", app.db.app_url())
-        .env("DESKD_DATABASE_OWNER_URL", "")
-        .env("DESKD_JWT_SECRET", JWT_SECRET)
-        .env("DESKD_SMTP_PORT", hang_port.to_string())
-        .env("DESKD_SMTP_TIMEOUT", "60s")
-        .env("DESKD_JOBS_POLL_INTERVAL", "20ms")
-        .env("DESKD_SERVER_SHUTDOWN_GRACE", "200ms")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn deskd worker");
+    let mut worker1 = worker_process(&app, dir.path(), hang_port, &[("DESKD_SERVER_SHUTDOWN_GRACE", "200ms")]);
     tokio::time::timeout(Duration::from_secs(30), accepted.recv())
         .await
         .expect("worker 1 reached the SMTP server")
@@ -378,31 +385,13 @@ async fn sigterm_during_a_job_hands_it_back_and_it_is_not_lost() {
     let (state, attempts, _) = welcome_jobs(&app, &user.id).await.into_iter().next().expect("the job");
     assert_eq!((state.as_str(), attempts), ("queued", 0));
 
-    let mut cfg = app.config.clone();
-    cfg.database.owner_url = secrecy::SecretString::from("");
-    cfg.smtp.port = smtp.port;
-    cfg.jobs.poll_interval = Duration::from_millis(20);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker2 = tokio::spawn(deskd::startup::jobs::run_worker(cfg, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, worker2) = in_process_worker(&app, smtp.port, |_| {});
     let (_, attempts, _) = wait_job_state(&app, &user.id, "succeeded").await;
     assert_eq!(attempts, 1);
     smtp.wait_for_message().await;
     let _ = stop.send(());
     worker2.await.expect("join").expect("worker 2 stops cleanly");
     hang_task.abort();
-}
-
-fn deskd_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_deskd"))
-        .args(args)
-        .env_clear()
-        .env("DESKD_DATABASE_URL", app.db.app_url())
-        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
-        .env("DESKD_JWT_SECRET", JWT_SECRET)
-        .output()
-        .expect("run deskd")
 }
 
 #[tokio::test]
@@ -416,18 +405,7 @@ async fn an_operator_sees_a_dead_job_and_retries_it() {
         .expect("create user");
 
     // A worker whose SMTP server is unreachable exhausts the attempts.
-    let run_worker = |port: u16| {
-        let mut cfg = app.config.clone();
-        cfg.database.owner_url = secrecy::SecretString::from("");
-        cfg.smtp.port = port;
-        cfg.jobs.poll_interval = Duration::from_millis(20);
-        cfg.jobs.backoff_base = Duration::from_millis(20);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(deskd::startup::jobs::run_worker(cfg, async move {
-            let _ = stopped.await;
-        }));
-        (stop, task)
-    };
+    let run_worker = |port: u16| in_process_worker(&app, port, |c| c.jobs.backoff_base = Duration::from_millis(20));
     let (stop, task) = run_worker(free_port());
     wait_job_state(&app, &user.id, "dead").await;
     let _ = stop.send(());
