@@ -6,6 +6,7 @@
 //! underscore always nests (`DESKD_RATE_LIMIT__TENANT__BURST`).
 
 mod auth;
+mod exports;
 mod mail;
 mod rate_limit;
 mod server;
@@ -25,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     auth::{ApiKeysConfig, JwtConfig, JwtKeyAlgorithm, JwtKeyConfig},
-    mail::{ExportsConfig, JobsConfig, SmtpConfig, SmtpTls},
+    exports::{ExportsBackend, ExportsConfig},
+    mail::{JobsConfig, SmtpConfig, SmtpTls},
     rate_limit::{PlanQuotas, Quota, RateLimitConfig},
     server::{HealthConfig, LogConfig, LogFormat, ServerConfig},
     storage::{CacheConfig, DatabaseConfig, RedisConfig, TenantCacheConfig},
@@ -302,7 +304,48 @@ impl Config {
         if jobs.backoff_max < jobs.backoff_base {
             return bad("jobs.backoff_max", "must not be less than jobs.backoff_base");
         }
-        Ok(())
+        self.validate_exports()
+    }
+
+    /// The `exports` section.
+    fn validate_exports(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}` ({}): {why}", env_name(key))));
+        let e = &self.exports;
+        match e.backend {
+            ExportsBackend::Fs if e.dir.as_os_str().is_empty() => bad("exports.dir", "must not be empty"),
+            ExportsBackend::Fs => Ok(()),
+            ExportsBackend::S3 => {
+                if e.s3_bucket.trim().is_empty() {
+                    return bad("exports.s3_bucket", "must be set when exports.backend is s3");
+                }
+                if e.s3_region.trim().is_empty() {
+                    return bad("exports.s3_region", "must not be empty");
+                }
+                if !e.s3_endpoint.is_empty() {
+                    match url::Url::parse(&e.s3_endpoint) {
+                        Ok(u) if u.scheme() == "https" => {}
+                        Ok(u) if u.scheme() == "http" && e.s3_allow_http => {}
+                        Ok(u) if u.scheme() == "http" => {
+                            return bad(
+                                "exports.s3_endpoint",
+                                "is plain http: set exports.s3_allow_http to allow it",
+                            );
+                        }
+                        _ => return bad("exports.s3_endpoint", "must be an http(s) URL"),
+                    }
+                }
+                if e.s3_access_key_id.is_empty() != e.s3_secret_access_key.expose_secret().is_empty() {
+                    return bad(
+                        "exports.s3_secret_access_key",
+                        "exports.s3_access_key_id and exports.s3_secret_access_key must be set together",
+                    );
+                }
+                if e.s3_timeout.is_zero() {
+                    return bad("exports.s3_timeout", "must be positive");
+                }
+                Ok(())
+            }
+        }
     }
 }
 

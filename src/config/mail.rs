@@ -98,21 +98,3 @@ impl Default for JobsConfig {
         }
     }
 }
-
-/// Where ticket exports are written (`[exports]`). Local filesystem only for
-/// now, through the `object_store` crate; S3 and friends can come later.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExportsConfig {
-    /// The directory export files go under, as `<tenant>/<operation id>.<ext>`
-    /// (`DESKD_EXPORTS_DIR`). Created when missing.
-    pub dir: std::path::PathBuf,
-}
-
-impl Default for ExportsConfig {
-    fn default() -> Self {
-        Self {
-            dir: std::path::PathBuf::from("./.deskd/exports"),
-        }
-    }
-}

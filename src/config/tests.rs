@@ -225,3 +225,95 @@ fn smtp_and_jobs_sections_load_from_the_environment_and_are_validated() {
         assert!(err.to_string().contains(key), "{key}: {err}");
     }
 }
+
+#[test]
+fn exports_section_selects_the_store_and_is_validated() {
+    let cfg = Config::load(None, env(&[])).expect("defaults load");
+    assert_eq!(cfg.exports.backend, ExportsBackend::Fs);
+    assert_eq!(cfg.exports.dir, std::path::PathBuf::from("./.deskd/exports"));
+    assert_eq!(cfg.exports.s3_region, "us-east-1");
+
+    let cfg = Config::load(
+        None,
+        env(&[
+            ("DESKD_EXPORTS_BACKEND", "s3"),
+            ("DESKD_EXPORTS_S3_BUCKET", "helpdesk-exports"),
+            ("DESKD_EXPORTS_S3_REGION", "eu-west-1"),
+            ("DESKD_EXPORTS_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("DESKD_EXPORTS_S3_ALLOW_HTTP", "true"),
+            ("DESKD_EXPORTS_S3_PREFIX", "deskd/exports"),
+            ("DESKD_EXPORTS_S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("DESKD_EXPORTS_S3_SECRET_ACCESS_KEY", "wJalrXUtnFEMI"),
+            ("DESKD_EXPORTS_S3_TIMEOUT", "5s"),
+        ]),
+    )
+    .expect("loads");
+    let e = &cfg.exports;
+    assert_eq!(e.backend, ExportsBackend::S3);
+    assert_eq!(e.s3_bucket, "helpdesk-exports");
+    assert_eq!(e.s3_region, "eu-west-1");
+    assert_eq!(e.s3_endpoint, "http://127.0.0.1:9000");
+    assert!(e.s3_allow_http);
+    assert_eq!(e.s3_prefix, "deskd/exports");
+    assert_eq!(e.s3_secret_access_key.expose_secret(), "wJalrXUtnFEMI");
+    assert_eq!(e.s3_timeout, Duration::from_secs(5));
+    assert!(
+        !format!("{cfg:?}").contains("wJalrXUtnFEMI"),
+        "the secret key must not appear in Debug output"
+    );
+
+    let s3 = |extra: &[(&'static str, &'static str)]| {
+        let mut pairs = vec![("DESKD_EXPORTS_BACKEND", "s3"), ("DESKD_EXPORTS_S3_BUCKET", "b")];
+        pairs.extend_from_slice(extra);
+        pairs
+    };
+    for (pairs, key) in [
+        (vec![("DESKD_EXPORTS_BACKEND", "gcs")], "exports.backend"),
+        (vec![("DESKD_EXPORTS_BACKEND", "s3")], "exports.s3_bucket"),
+        (
+            s3(&[("DESKD_EXPORTS_S3_ENDPOINT", "http://minio:9000")]),
+            "exports.s3_endpoint",
+        ),
+        (
+            s3(&[("DESKD_EXPORTS_S3_ENDPOINT", "minio:9000")]),
+            "exports.s3_endpoint",
+        ),
+        (
+            s3(&[("DESKD_EXPORTS_S3_ACCESS_KEY_ID", "AKID")]),
+            "exports.s3_secret_access_key",
+        ),
+        (s3(&[("DESKD_EXPORTS_S3_TIMEOUT", "0s")]), "exports.s3_timeout"),
+    ] {
+        let err = Config::load(None, env(&pairs)).expect_err("must fail");
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+    // The same store settings, but on the local filesystem: the s3 keys are ignored.
+    Config::load(None, env(&[("DESKD_EXPORTS_S3_ENDPOINT", "minio:9000")])).expect("fs ignores s3 keys");
+}
+
+#[test]
+fn the_documented_sample_file_loads_and_names_every_section() {
+    let doc = include_str!("../../docs/configuration.md");
+    let start = doc
+        .find("# deskd.toml: every key")
+        .expect("the sample file in docs/configuration.md");
+    let end = start + doc[start..].find("```").expect("the sample's closing fence");
+    let dir = tempfile_dir();
+    let path = dir.join("deskd.toml");
+    std::fs::write(&path, &doc[start..end]).expect("write sample");
+    let cfg = Config::load(Some(&path), env(&[]));
+    let _ = std::fs::remove_dir_all(&dir);
+    cfg.expect("the documented sample loads");
+    for section in SECTIONS {
+        assert!(
+            doc[start..end].contains(&format!("[{section}]")),
+            "the sample lacks [{section}]"
+        );
+    }
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("deskd-config-sample-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

@@ -129,6 +129,7 @@ pub async fn succeed(conn: &mut PgConnection, tenant: TenantId, id: Uuid, worker
 }
 
 /// Schedules another attempt after `delay_ms`, or marks the job dead.
+/// True when this call marked it dead (the caller still held it).
 pub async fn fail(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -136,7 +137,7 @@ pub async fn fail(
     worker: &str,
     error: &str,
     retry_in_ms: Option<i64>,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let error: String = error.chars().take(2000).collect();
     match retry_in_ms {
         Some(ms) => {
@@ -152,9 +153,10 @@ pub async fn fail(
             .bind(ms as f64)
             .execute(conn)
             .await?;
+            Ok(false)
         }
         None => {
-            sqlx::query(
+            let done = sqlx::query(
                 "update jobs set state = 'dead', locked_by = null, locked_until = null, last_error = $4, \
                  finish_time = now(), update_time = now() \
                  where tenant_id = $1 and id = $2 and state = 'running' and locked_by = $3",
@@ -165,9 +167,9 @@ pub async fn fail(
             .bind(&error)
             .execute(conn)
             .await?;
+            Ok(done.rows_affected() == 1)
         }
     }
-    Ok(())
 }
 
 /// Hands a running job back without counting the attempt (graceful stop).

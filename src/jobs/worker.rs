@@ -8,9 +8,9 @@ use std::{
     time::Duration,
 };
 
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt as _, future::BoxFuture};
 use rand::Rng as _;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::{sync::Semaphore, task::JoinSet};
 use uuid::Uuid;
 
@@ -77,9 +77,30 @@ impl JobCtx {
 
 type HandlerFn = Arc<dyn Fn(JobCtx, serde_json::Value) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// What to do, in the transaction that marks a job dead, about what the job
+/// was for (e.g. fail the operation a dead export was running).
+pub type DeadHook<J> = for<'c> fn(&'c mut PgConnection, TenantId, J) -> BoxFuture<'c, Result<(), AppError>>;
+
+type DeadFn = Arc<
+    dyn for<'c> Fn(&'c mut PgConnection, TenantId, serde_json::Value) -> BoxFuture<'c, Result<(), AppError>>
+        + Send
+        + Sync,
+>;
+
 struct Handler {
     run: HandlerFn,
     timeout: Duration,
+    on_dead: Option<DeadFn>,
+}
+
+/// A panic's message, for the job's error.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("the handler panicked: {msg}")
 }
 
 /// The handlers a worker runs, by job kind.
@@ -101,7 +122,12 @@ impl Registry {
             let f = f.clone();
             Box::pin(async move {
                 let job: J = serde_json::from_value(payload).map_err(|e| format!("undecodable payload: {e}"))?;
-                f(ctx, job).await
+                // A panic fails the attempt (retried like any error) instead
+                // of killing the task and leaving the job to its lease.
+                std::panic::AssertUnwindSafe(f(ctx, job))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| Err(panic_message(p.as_ref())))
             })
         });
         self.handlers.insert(
@@ -109,8 +135,23 @@ impl Registry {
             Handler {
                 run,
                 timeout: J::TIMEOUT,
+                on_dead: None,
             },
         );
+    }
+
+    /// Runs `hook` in the transaction that marks a job of type `J` dead (its
+    /// last attempt failed, or the worker running it died). `J` must be registered.
+    pub fn on_dead<J: Job>(&mut self, hook: DeadHook<J>) {
+        let f: DeadFn = Arc::new(
+            move |conn, tenant, payload| match serde_json::from_value::<J>(payload) {
+                Ok(job) => hook(conn, tenant, job),
+                Err(_) => Box::pin(async { Ok(()) }),
+            },
+        );
+        if let Some(h) = self.handlers.get_mut(J::KIND) {
+            h.on_dead = Some(f);
+        }
     }
 
     fn kinds(&self) -> Vec<&'static str> {
@@ -221,7 +262,18 @@ impl RunCtx {
             let mut tx = TenantTx::begin(&self.pool, tenant, Budget::new(None, self.cfg.statement_cap)).await?;
             match &outcome {
                 Ok(()) => queue::succeed(tx.conn(), tenant, job.id, &self.worker).await?,
-                Err(e) => queue::fail(tx.conn(), tenant, job.id, &self.worker, e, retry_in_ms(job.attempts)).await?,
+                Err(e) => {
+                    let dead =
+                        queue::fail(tx.conn(), tenant, job.id, &self.worker, e, retry_in_ms(job.attempts)).await?;
+                    let hook = self
+                        .registry
+                        .handlers
+                        .get(job.kind.as_str())
+                        .and_then(|h| h.on_dead.clone());
+                    if let (true, Some(hook)) = (dead, hook) {
+                        hook(tx.conn(), tenant, job.payload.clone()).await?;
+                    }
+                }
             }
             tx.commit().await
         }

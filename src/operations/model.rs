@@ -59,7 +59,7 @@ impl State {
 /// The result of a finished export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportResult {
-    /// A `file://` URI of the file.
+    /// A `file://` or `s3://` URI of the file.
     pub uri: String,
     /// The path inside the export store.
     pub path: String,

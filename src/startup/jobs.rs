@@ -10,7 +10,7 @@ use crate::{
     db,
     jobs::worker::{self, Registry, WorkerConfig},
     mail::Mailer,
-    tickets::export::{ExportTickets, run_export},
+    tickets::export::{ExportStore, ExportTickets, fail_dead_export, run_export},
     users::jobs::{WelcomeEmail, send_welcome_email},
 };
 
@@ -19,8 +19,9 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
     let mailer = Mailer::from_config(&config.smtp).context("building the SMTP transport")?;
     let mut registry = Registry::default();
     registry.register(move |ctx, job: WelcomeEmail| send_welcome_email(ctx, job, mailer.clone()));
-    let exports_dir = config.exports.dir.clone();
-    registry.register(move |ctx, job: ExportTickets| run_export(ctx, job, exports_dir.clone()));
+    let exports = ExportStore::from_config(&config.exports).map_err(anyhow::Error::msg)?;
+    registry.register(move |ctx, job: ExportTickets| run_export(ctx, job, exports.clone()));
+    registry.on_dead::<ExportTickets>(fail_dead_export);
     Ok(registry)
 }
 

@@ -1,12 +1,14 @@
 //! Ticket exports: the `ExportTickets` job, which streams the tickets that
-//! match a filter into a CSV or JSONL file through `object_store` (local
-//! filesystem for now), in keyset pages of `PAGE_SIZE` tickets — one tenant
+//! match a filter into a CSV or JSONL file through `object_store` (a local
+//! directory or an S3-compatible bucket: `storage`), in keyset pages of `PAGE_SIZE` tickets — one tenant
 //! transaction per page, bounded memory — recording progress on the export's
 //! operation and stopping when it is cancelled.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+mod storage;
 
-use object_store::{ObjectStore, ObjectStoreExt as _, buffered::BufWriter, local::LocalFileSystem, path::Path};
+use std::{sync::Arc, time::Duration};
+
+use object_store::{ObjectStore, ObjectStoreExt as _, buffered::BufWriter, path::Path};
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio::io::AsyncWriteExt as _;
@@ -25,6 +27,8 @@ use crate::{
     pagination::Cursor,
     tenancy::TenantId,
 };
+
+pub use self::storage::ExportStore;
 
 /// The operation kind of an export.
 pub const KIND: &str = "tickets.export";
@@ -173,21 +177,13 @@ pub fn encode(format: ExportFormat, t: &Ticket) -> String {
     }
 }
 
-/// The export store under `dir` (created when missing).
-pub fn local_store(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating the export directory {}: {e}", dir.display()))?;
-    let fs = LocalFileSystem::new_with_prefix(dir)
-        .map_err(|e| format!("opening the export directory {}: {e}", dir.display()))?;
-    Ok(Arc::new(fs))
-}
-
 enum Outcome {
     Done { rows: i64, bytes: i64 },
     Cancelled,
 }
 
-/// Runs an `ExportTickets` job, writing under `dir`.
-pub async fn run_export(ctx: JobCtx, job: ExportTickets, dir: PathBuf) -> Result<(), String> {
+/// Runs an `ExportTickets` job, writing to `exports`.
+pub async fn run_export(ctx: JobCtx, job: ExportTickets, exports: ExportStore) -> Result<(), String> {
     let tenant = ctx.tenant;
     let op = job.operation_id;
     let mut tx = ctx.tx().await.map_err(|e| format!("beginning: {e}"))?;
@@ -199,21 +195,12 @@ pub async fn run_export(ctx: JobCtx, job: ExportTickets, dir: PathBuf) -> Result
         // Cancelled (or finished) before this attempt: nothing to write.
         return finish(&ctx, op, State::Cancelled, None, Some(OperationError::cancelled())).await;
     }
-    let last_attempt = ctx.attempt >= ExportTickets::MAX_ATTEMPTS;
-    let store = match local_store(&dir) {
-        Ok(s) => s,
-        Err(e) => {
-            if last_attempt {
-                finish(&ctx, op, State::Failed, None, Some(OperationError::internal())).await?;
-            }
-            return Err(e);
-        }
-    };
+    let store = exports.open()?;
     let path = export_path(tenant, op, job.format);
     match write(&ctx, &job, store.clone(), &path).await {
         Ok(Outcome::Done { rows, bytes }) => {
             let result = ExportResult {
-                uri: format!("file://{}", dir.join(path.as_ref()).display()),
+                uri: exports.uri(&path),
                 path: path.to_string(),
                 row_count: rows,
                 size_bytes: bytes,
@@ -227,12 +214,32 @@ pub async fn run_export(ctx: JobCtx, job: ExportTickets, dir: PathBuf) -> Result
         }
         Err(e) => {
             let _ = store.delete(&path).await;
-            if last_attempt {
-                finish(&ctx, op, State::Failed, None, Some(OperationError::internal())).await?;
-            }
             Err(e)
         }
     }
+}
+
+/// The worker's hook for a dead export job (its last attempt failed, or
+/// the worker running it died): the operation fails with a generic INTERNAL
+/// error, in the transaction that marks the job dead. The job keeps the
+/// real error for the operator (`deskd jobs list`).
+pub fn fail_dead_export(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    job: ExportTickets,
+) -> futures_util::future::BoxFuture<'_, Result<(), crate::error::AppError>> {
+    Box::pin(async move {
+        ops::finish(
+            conn,
+            tenant,
+            job.operation_id,
+            State::Failed,
+            None,
+            Some(&OperationError::internal()),
+        )
+        .await?;
+        Ok(())
+    })
 }
 
 async fn finish(
@@ -332,8 +339,9 @@ async fn write(ctx: &JobCtx, job: &ExportTickets, store: Arc<dyn ObjectStore>, p
             return Err(e);
         }
     }
+    // A failed shutdown has already aborted its multipart upload (and
+    // `abort` after `shutdown` would panic).
     if let Err(e) = out.shutdown().await {
-        let _ = out.abort().await;
         return Err(format!("completing the file: {e}"));
     }
     Ok(Outcome::Done { rows, bytes })

@@ -21,11 +21,11 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-fn ops(app: &TestApp) -> OperationsServiceClient<Channel> {
+pub(crate) fn ops(app: &TestApp) -> OperationsServiceClient<Channel> {
     OperationsServiceClient::new(app.channel.clone())
 }
 
-async fn export(app: &TestApp, caller: &Caller, req: ExportTicketsRequest) -> opb::Operation {
+pub(crate) async fn export(app: &TestApp, caller: &Caller, req: ExportTicketsRequest) -> opb::Operation {
     app.tickets()
         .export_tickets(authed(&caller.token, req))
         .await
@@ -35,16 +35,16 @@ async fn export(app: &TestApp, caller: &Caller, req: ExportTicketsRequest) -> op
         .expect("operation")
 }
 
-async fn get_op(app: &TestApp, caller: &Caller, name: &str) -> Result<opb::Operation, tonic::Status> {
+pub(crate) async fn get_op(app: &TestApp, caller: &Caller, name: &str) -> Result<opb::Operation, tonic::Status> {
     ops(app)
         .get_operation(authed(&caller.token, GetOperationRequest { name: name.to_string() }))
         .await
         .map(|r| r.into_inner().operation.expect("operation"))
 }
 
-/// Polls GetOperation until the operation is done (bounded).
-async fn wait_done(app: &TestApp, caller: &Caller, name: &str) -> opb::Operation {
-    for _ in 0..500 {
+/// Polls GetOperation until the operation is done (bounded: 30 s).
+pub(crate) async fn wait_done(app: &TestApp, caller: &Caller, name: &str) -> opb::Operation {
+    for _ in 0..1500 {
         let op = get_op(app, caller, name).await.expect("get operation");
         if op.done {
             return op;
@@ -54,11 +54,11 @@ async fn wait_done(app: &TestApp, caller: &Caller, name: &str) -> opb::Operation
     panic!("operation {name} never finished");
 }
 
-fn state(op: &opb::Operation) -> opb::OperationState {
+pub(crate) fn state(op: &opb::Operation) -> opb::OperationState {
     opb::OperationState::try_from(op.metadata.as_ref().expect("metadata").state).expect("state")
 }
 
-fn export_result(op: &opb::Operation) -> opb::ExportResult {
+pub(crate) fn export_result(op: &opb::Operation) -> opb::ExportResult {
     match &op.result {
         Some(opb::operation::Result::Response(r)) => r.clone(),
         other => panic!("no export result: {other:?}"),

@@ -419,3 +419,21 @@ pub async fn wait_lock_waiters(app: &TestApp, want: i64) {
     }
     panic!("the number of lock waiters never became {want}");
 }
+
+/// A port nothing listens on (bound, then released), for a peer process
+/// that must be told its port.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Waits (bounded, 10 s) until something accepts connections on `port`.
+pub async fn wait_listening(port: u16, what: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not listen on port {port} within 10s");
+}

@@ -313,3 +313,92 @@ async fn tenants_see_only_their_own_jobs() {
         .expect_err("WITH CHECK");
     assert_eq!(err.code(), tonic::Code::Internal);
 }
+
+#[derive(Serialize, Deserialize)]
+struct Panics;
+impl Job for Panics {
+    const KIND: &'static str = "test.panics";
+    const MAX_ATTEMPTS: i32 = 2;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_the_attempt_with_the_panic_as_its_error() {
+    let app = spawn_app().await;
+    let caller = app.caller(Role::Agent).await;
+    let pool = app.db.app_pool(4).await;
+    let id = enqueue(&pool, caller.tenant, &Panics, EnqueueOptions::default(), true).await;
+    let mut registry = Registry::default();
+    registry.register(|ctx, _: Panics| async move {
+        if ctx.attempt > 0 {
+            panic!("boom on attempt {}", ctx.attempt);
+        }
+        Ok(())
+    });
+    let w = RunningWorker::start(pool.clone(), registry, fast());
+    // Each panic is recorded as that attempt's failure (a panic that killed
+    // the task would instead leave the job to its lease, and end as
+    // "lease expired").
+    let (_, attempts, last_error) = wait_state(&app, id, "dead").await;
+    w.stop().await;
+    assert_eq!(attempts, 2);
+    assert_eq!(last_error.as_deref(), Some("the handler panicked: boom on attempt 2"));
+}
+
+/// The dead hook: enqueues a `Ping { n: 99 }` in the tenant's transaction.
+fn enqueue_ping(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    _: AlwaysFails,
+) -> futures_util::future::BoxFuture<'_, Result<(), deskd::error::AppError>> {
+    Box::pin(async move {
+        queue::enqueue(conn, tenant, &Ping { n: 99 }, EnqueueOptions::default())
+            .await
+            .map(|_| ())
+    })
+}
+
+async fn pings(app: &TestApp) -> Vec<serde_json::Value> {
+    let mut conn = app.db.owner_conn().await;
+    sqlx::query_scalar("select payload from jobs where kind = 'test.ping' order by create_time")
+        .fetch_all(&mut conn)
+        .await
+        .expect("pings")
+}
+
+#[tokio::test]
+async fn the_dead_hook_runs_once_when_the_last_attempt_fails_or_its_worker_died() {
+    let app = spawn_app().await;
+    let caller = app.caller(Role::Agent).await;
+    let pool = app.db.app_pool(4).await;
+    let registry = || {
+        let mut r = Registry::default();
+        r.register(|_, _: AlwaysFails| async { Err("refused".to_string()) });
+        r.on_dead::<AlwaysFails>(enqueue_ping);
+        r
+    };
+
+    // Failing attempts: nothing until the third, then the hook once.
+    let id = enqueue(&pool, caller.tenant, &AlwaysFails, EnqueueOptions::default(), true).await;
+    let w = RunningWorker::start(pool.clone(), registry(), fast());
+    wait_state(&app, id, "dead").await;
+    w.stop().await;
+    assert_eq!(pings(&app).await, vec![serde_json::json!({ "n": 99 })]);
+
+    // A worker that died during the last attempt: the job is claimed again
+    // when the lease expires, found out of attempts, and marked dead.
+    let id = enqueue(&pool, caller.tenant, &AlwaysFails, EnqueueOptions::default(), true).await;
+    let mut owner = app.db.owner_conn().await;
+    sqlx::query(
+        "update jobs set state = 'running', attempts = max_attempts, locked_by = 'crashed-worker', \
+         locked_until = now() - interval '1 second' where id = $1",
+    )
+    .bind(id)
+    .execute(&mut owner)
+    .await
+    .expect("simulate a crash");
+    let w = RunningWorker::start(pool, registry(), fast());
+    let (_, _, last_error) = wait_state(&app, id, "dead").await;
+    w.stop().await;
+    assert!(last_error.unwrap_or_default().contains("lease expired"));
+    assert_eq!(pings(&app).await.len(), 2, "the hook ran for the crashed job too");
+}

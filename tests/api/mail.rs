@@ -4,7 +4,6 @@
 //! and an idempotent retry of CreateUser sends nothing more.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -14,12 +13,6 @@ use deskd::{proto::users::v1 as upb, tenancy::TenantId, users::model::Role};
 use uuid::Uuid;
 
 use crate::{helpers::*, users_support::*};
-
-/// A port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// aiosmtpd storing every message in a Maildir; killed when dropped.
 struct SmtpServer {
@@ -42,13 +35,8 @@ impl SmtpServer {
             .spawn()
             .expect("start aiosmtpd (scripts/ensure-services installs it)");
         let server = SmtpServer { child, port, dir };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("aiosmtpd did not listen on port {port} within 10s");
+        wait_listening(port, "aiosmtpd").await;
+        server
     }
 
     fn new_dir(&self) -> PathBuf {

@@ -18,6 +18,7 @@ mod apikeys_secrets;
 mod auth;
 mod cli;
 mod exports;
+mod exports_s3;
 mod health;
 mod jwt_keys;
 mod lifecycle;
