@@ -215,6 +215,7 @@ async fn run(tickets: i32, db: String) {
 
     let mut cfg = Config {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
         ..Config::default()
     };
     cfg.database.url = SecretString::from(format!("postgres://deskd_app@{host}:{port}/{db}"));

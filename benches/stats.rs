@@ -154,6 +154,7 @@ async fn run(args: Args, db: String) {
     // Migrate by building (and dropping) an application.
     let mut cfg = Config {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
         ..Config::default()
     };
     cfg.database.url = SecretString::from(format!("postgres://deskd_app@{host}:{port}/{db}"));

@@ -25,6 +25,7 @@ use std::{
 use futures_util::{StreamExt as _, future::BoxFuture};
 use redis::AsyncCommands as _;
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument as _;
 
 use crate::{error::AppError, kv::Redis};
 
@@ -146,6 +147,16 @@ where
         F: FnOnce() -> Fut + Send,
         Fut: std::future::Future<Output = Result<Option<V>, AppError>> + Send,
     {
+        let span = if crate::telemetry::traces_enabled() {
+            tracing::info_span!(
+                "cache",
+                otel.name = %format!("cache {}", self.inner.name),
+                cache.name = self.inner.name,
+                cache.result = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let loaded = Arc::new(AtomicBool::new(false));
         let flag = loaded.clone();
         let this = self.clone();
@@ -164,6 +175,7 @@ where
                 }
                 Ok::<_, AppError>(v)
             })
+            .instrument(span.clone())
             .await
             .map_err(unshare)?;
         if found.is_none() {
@@ -174,6 +186,8 @@ where
         } else {
             CacheStatus::Hit
         };
+        crate::telemetry::metrics::metrics().cache(self.inner.name, status == CacheStatus::Hit);
+        span.record("cache.result", status.as_str());
         Ok((found, status))
     }
 

@@ -11,6 +11,7 @@ mod mail;
 mod rate_limit;
 mod server;
 mod storage;
+mod telemetry;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ pub use self::{
     rate_limit::{PlanQuotas, Quota, RateLimitConfig},
     server::{HealthConfig, LogConfig, LogFormat, ServerConfig},
     storage::{CacheConfig, DatabaseConfig, RedisConfig, TenantCacheConfig},
+    telemetry::TelemetryConfig,
 };
 
 /// The sections whose names prefix environment keys (`DESKD_<SECTION>_<KEY>`).
@@ -48,6 +50,7 @@ const SECTIONS: &[&str] = &[
     "smtp",
     "jobs",
     "exports",
+    "telemetry",
 ];
 
 /// deskd's whole configuration.
@@ -56,6 +59,9 @@ const SECTIONS: &[&str] = &[
 pub struct Config {
     /// Where the gRPC server listens (`DESKD_LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// The admin HTTP listener (`DESKD_ADMIN_ADDR`): `/metrics` (Prometheus
+    /// text), `/livez` and `/readyz`. Keep it off the public network.
+    pub admin_addr: SocketAddr,
     /// The deployment's server secret (`DESKD_SECRET_KEY`, at least 32
     /// bytes): page tokens and, without `api_keys.pepper`, API key digests
     /// are keyed by values derived from it, so every replica must share it.
@@ -88,12 +94,15 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Where ticket exports are written.
     pub exports: ExportsConfig,
+    /// OpenTelemetry export.
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             secret_key: SecretString::from(""),
             database: DatabaseConfig::default(),
             jwt: JwtConfig::default(),
@@ -108,6 +117,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             jobs: JobsConfig::default(),
             exports: ExportsConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -304,7 +314,38 @@ impl Config {
         if jobs.backoff_max < jobs.backoff_base {
             return bad("jobs.backoff_max", "must not be less than jobs.backoff_base");
         }
-        self.validate_exports()
+        self.validate_exports()?;
+        self.validate_telemetry()
+    }
+
+    /// The `telemetry` section.
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}` ({}): {why}", env_name(key))));
+        let t = &self.telemetry;
+        if !t.otlp_endpoint.is_empty() {
+            match url::Url::parse(&t.otlp_endpoint) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return bad(
+                        "telemetry.otlp_endpoint",
+                        "must be an http(s) URL such as http://collector:4317",
+                    );
+                }
+            }
+        }
+        if !(0.0..=1.0).contains(&t.sampling_ratio) {
+            return bad("telemetry.sampling_ratio", "must be between 0.0 and 1.0");
+        }
+        if t.service_name.trim().is_empty() {
+            return bad("telemetry.service_name", "must not be empty");
+        }
+        if t.metrics_interval.is_zero() || t.export_timeout.is_zero() {
+            return bad(
+                "telemetry.metrics_interval",
+                "metrics_interval and export_timeout must be positive",
+            );
+        }
+        Ok(())
     }
 
     /// The `exports` section.

@@ -223,6 +223,7 @@ pub async fn migrate(cfg: &DatabaseConfig) -> Result<(), DbSetupError> {
     grants.push(format!(
         "grant execute on function claim_jobs(text, integer, integer, text[]) to {role}"
     ));
+    grants.push(format!("grant execute on function job_queue_depth() to {role}"));
     for stmt in grants {
         sqlx::query(AssertSqlSafe(stmt.clone()))
             .execute(&mut conn)

@@ -106,7 +106,24 @@ impl Redis {
             let conn = self.pool.get_owned().await.map_err(|e| e.to_string())?;
             op(conn).await.map_err(|e| e.to_string())
         };
-        match tokio::time::timeout(self.op_timeout, attempt).await {
+        let span = if crate::telemetry::traces_enabled() {
+            tracing::info_span!(
+                "redis",
+                otel.name = what,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                db.system.name = "redis",
+                db.operation.name = what,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let attempt = tracing::Instrument::instrument(attempt, span.clone());
+        let result = tokio::time::timeout(self.op_timeout, attempt).await;
+        if !matches!(result, Ok(Ok(_))) {
+            span.record("otel.status_code", "ERROR");
+        }
+        match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 self.note_failure(what, &e);
@@ -122,6 +139,8 @@ impl Redis {
     /// Counts a failure; logs once per interval.
     pub fn note_failure(&self, what: &'static str, err: &str) {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let component = if what.starts_with("cache") { "cache" } else { what };
+        crate::telemetry::metrics::metrics().redis_fail_open(component);
         let due = match self.last_log.lock() {
             Ok(mut last) => {
                 let due = last.is_none_or(|t| t.elapsed() >= self.log_interval);

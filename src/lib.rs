@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod codec;

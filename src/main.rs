@@ -235,7 +235,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    deskd::telemetry::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -243,11 +242,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, config)) {
+    // Inside the runtime: the OTLP exporters are tonic clients.
+    let telemetry = {
+        let _rt = runtime.enter();
+        deskd::telemetry::init(&config)
+    };
+    let code = match runtime.block_on(run(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("deskd: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Flush spans and metrics while the runtime still drives the exporters.
+    {
+        let _rt = runtime.enter();
+        drop(telemetry);
     }
+    code
 }

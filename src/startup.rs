@@ -78,6 +78,7 @@ pub struct Application {
     redis: Option<Arc<Redis>>,
     /// The job handlers, when this server also runs a worker (`jobs.run_in_serve`).
     job_registry: Option<Arc<crate::jobs::worker::Registry>>,
+    admin: crate::admin::AdminServer,
 }
 
 impl Application {
@@ -114,6 +115,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
         let addr = listener.local_addr()?;
+        let admin = crate::admin::AdminServer::bind(config.admin_addr).await?;
         Ok(Self {
             config,
             listener,
@@ -128,12 +130,18 @@ impl Application {
             },
             redis,
             job_registry,
+            admin,
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's bound address (useful with port 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
     }
 
     /// The serving pool.
@@ -155,6 +163,7 @@ impl Application {
             limiter,
             redis,
             job_registry,
+            admin,
         } = self;
         let cfg = Arc::new(config);
         let s = &cfg.server;
@@ -163,6 +172,14 @@ impl Application {
         // Register every service's status before the first RPC can arrive,
         // so a probe never sees NOT_FOUND for a service deskd serves.
         let initially_ok = probe(&pool, cfg.health.check_timeout).await;
+        let readiness = crate::admin::Readiness::default();
+        readiness.set(initially_ok);
+        let _pool_gauges = crate::telemetry::metrics::register_pool(&pool, cfg.database.max_connections);
+        let stop_admin = tokio_util_like::Stop::default();
+        let admin_task = tokio::spawn(admin.serve(readiness.clone(), {
+            let stop = stop_admin.clone();
+            async move { stop.stopped().await }
+        }));
         let initial = if initially_ok {
             ServingStatus::Serving
         } else {
@@ -176,6 +193,7 @@ impl Application {
             initially_ok,
             pool.clone(),
             health.clone(),
+            readiness.clone(),
             cfg.health.check_interval,
             cfg.health.check_timeout,
             stop_health.clone(),
@@ -327,9 +345,11 @@ impl Application {
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let health_on_stop = health.clone();
         let stop_jobs_on_signal = stop_jobs.clone();
+        let readiness_on_stop = readiness.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight RPCs and running jobs");
+            readiness_on_stop.stopping();
             stop_jobs_on_signal.stop();
             // Tell load balancers first, then stop accepting.
             for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
@@ -374,6 +394,8 @@ impl Application {
             let _ = t.await;
         }
         pool.close().await;
+        stop_admin.stop();
+        let _ = admin_task.await;
         tracing::info!("deskd stopped");
         result
     }
@@ -411,6 +433,7 @@ async fn health_loop(
     initially_ok: bool,
     pool: PgPool,
     health: HealthReporter,
+    readiness: crate::admin::Readiness,
     interval: Duration,
     timeout: Duration,
     stop: tokio_util_like::Stop,
@@ -418,6 +441,7 @@ async fn health_loop(
     let mut last = initially_ok;
     loop {
         let ok = probe(&pool, timeout).await;
+        readiness.set(ok);
         if last != ok && !stop.is_stopped() {
             let status = if ok {
                 ServingStatus::Serving
@@ -471,23 +495,37 @@ mod tokio_util_like {
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // Register the handlers now, not when the future is first polled: a
+    // SIGTERM that arrived in between would otherwise kill the process with
+    // the default action instead of draining it.
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {}
+                () = wait(int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -29,8 +29,8 @@ pub async fn enqueue<J: Job>(
     let payload = serde_json::to_value(job).map_err(AppError::internal)?;
     let id = Uuid::now_v7();
     let inserted: Option<Uuid> = sqlx::query_scalar(
-        "insert into jobs (tenant_id, id, kind, payload, unique_key, max_attempts, run_at) \
-         values ($1, $2, $3, $4, $5, $6, coalesce($7, now())) \
+        "insert into jobs (tenant_id, id, kind, payload, unique_key, max_attempts, run_at, trace_parent) \
+         values ($1, $2, $3, $4, $5, $6, coalesce($7, now()), $8) \
          on conflict (tenant_id, kind, unique_key) where unique_key is not null and state in ('queued', 'running') \
          do nothing returning id",
     )
@@ -41,6 +41,7 @@ pub async fn enqueue<J: Job>(
     .bind(&opts.unique_key)
     .bind(J::MAX_ATTEMPTS)
     .bind(opts.run_at)
+    .bind(crate::telemetry::current_traceparent())
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
@@ -73,6 +74,15 @@ pub struct Claimed {
     pub attempts: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
+    /// The enqueuing request's `traceparent`, when it was sampled.
+    pub trace_parent: Option<String>,
+}
+
+/// Jobs by (kind, state) over every tenant: queued, running and dead.
+pub async fn depth(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as("select kind, state, jobs from job_queue_depth()")
+        .fetch_all(pool)
+        .await
 }
 
 /// Claims up to `limit` due jobs of `kinds` for `worker`, leased for `lease_ms`.

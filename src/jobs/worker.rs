@@ -12,6 +12,7 @@ use futures_util::{FutureExt as _, future::BoxFuture};
 use rand::Rng as _;
 use sqlx::{PgConnection, PgPool};
 use tokio::{sync::Semaphore, task::JoinSet};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{Job, backoff, queue};
@@ -93,6 +94,33 @@ struct Handler {
     on_dead: Option<DeadFn>,
 }
 
+/// The span of one job attempt: a consumer span in the job's tenant, linked
+/// to the trace of the request that enqueued the job (a link, not a parent:
+/// the request finished long ago and may have been retried).
+fn job_span(job: &queue::Claimed) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        otel.name = %format!("job {}", job.kind),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        job.kind = %job.kind,
+        job.id = %job.id,
+        job.attempt = job.attempts,
+        job.outcome = tracing::field::Empty,
+        tenant.id = %job.tenant_id,
+    );
+    if crate::telemetry::traces_enabled()
+        && let Some(sc) = job
+            .trace_parent
+            .as_deref()
+            .and_then(crate::telemetry::parse_traceparent)
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        span.add_link(sc);
+    }
+    span
+}
+
 /// A panic's message, for the job's error.
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     let msg = p
@@ -161,6 +189,9 @@ impl Registry {
 
 type Running = Arc<Mutex<HashSet<(TenantId, Uuid)>>>;
 
+/// How often a worker refreshes the `deskd.jobs.queue.depth` reading.
+const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs jobs until `stop` resolves, then lets running jobs finish for
 /// `shutdown_grace` and hands the rest back to the queue.
 pub async fn run(pool: PgPool, registry: Arc<Registry>, cfg: WorkerConfig, stop: impl Future<Output = ()> + Send) {
@@ -176,8 +207,16 @@ pub async fn run(pool: PgPool, registry: Arc<Registry>, cfg: WorkerConfig, stop:
     let mut tasks = JoinSet::new();
     tokio::pin!(stop);
     tracing::info!(worker = %worker_id, kinds = ?kinds, "job worker started");
+    let mut next_depth = tokio::time::Instant::now();
     loop {
         while tasks.try_join_next().is_some() {}
+        if tokio::time::Instant::now() >= next_depth {
+            next_depth = tokio::time::Instant::now() + QUEUE_DEPTH_EVERY;
+            match queue::depth(&pool).await {
+                Ok(rows) => crate::telemetry::metrics::set_queue_depth(rows),
+                Err(e) => tracing::debug!(error = %e, "reading the queue depth failed"),
+            }
+        }
         let free = slots.available_permits();
         let claimed = if free == 0 {
             Vec::new()
@@ -204,10 +243,14 @@ pub async fn run(pool: PgPool, registry: Arc<Registry>, cfg: WorkerConfig, stop:
                 lease_ms,
                 running: running.clone(),
             };
-            tasks.spawn(async move {
-                ctx.run_one(job).await;
-                drop(permit);
-            });
+            let span = job_span(&job);
+            tasks.spawn(
+                async move {
+                    ctx.run_one(job).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         if idle {
             tokio::select! {
@@ -258,6 +301,7 @@ impl RunCtx {
                 backoff(self.cfg.backoff_base, self.cfg.backoff_max, attempts, jitter).as_millis() as i64
             })
         };
+        let retry = outcome.is_err() && retry_in_ms(job.attempts).is_some();
         let result = async {
             let mut tx = TenantTx::begin(&self.pool, tenant, Budget::new(None, self.cfg.statement_cap)).await?;
             match &outcome {
@@ -278,6 +322,25 @@ impl RunCtx {
             tx.commit().await
         }
         .await;
+        if result.is_ok() {
+            let label = match (&outcome, retry) {
+                (Ok(()), _) => "succeeded",
+                (Err(_), true) => "retry",
+                (Err(_), false) => "dead",
+            };
+            crate::telemetry::metrics::metrics().job_attempts.add(
+                1,
+                &[
+                    opentelemetry::KeyValue::new("job.kind", job.kind.clone()),
+                    opentelemetry::KeyValue::new("outcome", label),
+                ],
+            );
+            let span = tracing::Span::current();
+            span.record("job.outcome", label);
+            if label != "succeeded" {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         match (&outcome, result) {
             (_, Err(e)) => tracing::warn!(job_id = %job.id, error = %e, "could not record a job's outcome"),
             (Ok(()), Ok(())) => {

@@ -100,10 +100,15 @@ impl Middleware for RateLimitLayer {
             ];
             let subjects = [format!("principal:{}", p.user_id), format!("tenant:{}", p.tenant_id)];
             let request_id = RequestId::of(&req);
+            let m = crate::telemetry::metrics::metrics();
             let decisions = match limiter.check_all(&checks).await {
                 Ok(d) => d,
-                Err(_) if config.fail_open => return next.call(req).await,
+                Err(_) if config.fail_open => {
+                    m.rate_limit("fail_open");
+                    return next.call(req).await;
+                }
                 Err(_) => {
+                    m.rate_limit("fail_closed");
                     return Ok(error_response(
                         AppError::Unavailable {
                             dependency: "redis",
@@ -114,6 +119,7 @@ impl Middleware for RateLimitLayer {
                 }
             };
             if let Some(i) = decisions.iter().position(|d| !d.allowed) {
+                m.rate_limit("limited");
                 let d = decisions[i];
                 let mut res = error_response(
                     AppError::RateLimited {
@@ -126,6 +132,7 @@ impl Middleware for RateLimitLayer {
                 set_headers(&mut res, &d);
                 return Ok(res);
             }
+            m.rate_limit("allowed");
             let tightest = decisions.iter().min_by_key(|d| d.remaining).copied();
             let mut res = next.call(req).await?;
             if let Some(d) = tightest {

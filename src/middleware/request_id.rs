@@ -1,8 +1,12 @@
-//! Layer 1: request id and the per-RPC span.
+//! Layer 1: request id and the per-RPC server span.
 //!
 //! Outermost so that every later layer, the handler and every log line run
 //! inside a span carrying the id, and every response (errors included)
-//! echoes it in `x-request-id`.
+//! echoes it in `x-request-id`. The span follows the OpenTelemetry RPC
+//! conventions (named `<service>/<method>`, kind server, `rpc.system`,
+//! `rpc.service`, `rpc.method`; `rpc.grpc.status_code` and `tenant.id` are
+//! recorded by inner layers) and, when traces are on, joins the caller's
+//! trace from `traceparent`.
 
 use std::sync::Arc;
 
@@ -40,7 +44,22 @@ impl Middleware for RequestIdLayer {
             _ => Arc::from(uuid::Uuid::now_v7().to_string()),
         };
         req.extensions_mut().insert(RequestId(id.clone()));
-        let span = tracing::info_span!("rpc", request_id = %id, method = %req.uri().path());
+        let path = req.uri().path();
+        let (service, method) = crate::telemetry::metrics::rpc_labels(path);
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            tenant.id = tracing::field::Empty,
+            request_id = %id,
+            deskd.slow = tracing::field::Empty,
+        );
+        crate::telemetry::set_remote_parent(&span, req.headers());
         Box::pin(
             async move {
                 let mut res = next.call(req).await?;

@@ -11,6 +11,7 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
+use opentelemetry::KeyValue;
 use tonic::Code;
 use tower::Service;
 
@@ -36,6 +37,16 @@ impl LogSlot {
             f.tenant_id = Some(tenant_id);
             f.user_id = Some(user_id);
         }
+    }
+}
+
+/// Takes an RPC out of `rpc.server.active_requests` when it ends, also when
+/// the client goes away and the future is dropped.
+struct ActiveGuard([KeyValue; 3]);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        crate::telemetry::metrics::metrics().rpc_active.add(-1, &self.0);
     }
 }
 
@@ -75,16 +86,43 @@ impl Middleware for RequestLogLayer {
         let slot = LogSlot::default();
         req.extensions_mut().insert(slot.clone());
         let method = req.uri().path().to_string();
+        let (rpc_service, rpc_method) = crate::telemetry::metrics::rpc_labels(&method);
         let request_id = RequestId::of(&req);
+        let caller_trace = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::telemetry::traceparent_trace_id)
+            .map(str::to_string);
+        let m = crate::telemetry::metrics::metrics();
+        let rpc_attrs = [
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", rpc_service),
+            KeyValue::new("rpc.method", rpc_method),
+        ];
+        m.rpc_active.add(1, &rpc_attrs);
+        let active = ActiveGuard(rpc_attrs.clone());
         let slow = self.slow_threshold;
         let start = Instant::now();
         Box::pin(async move {
             let res = next.call(req).await;
+            drop(active);
             let elapsed = start.elapsed();
             let code = match &res {
                 Ok(r) => response_code(r),
                 Err(_) => Code::Unknown,
             };
+            let [a, b, c] = rpc_attrs;
+            m.rpc_duration.record(
+                elapsed.as_secs_f64(),
+                &[a, b, c, KeyValue::new("rpc.grpc.status_code", code as i64)],
+            );
+            let span = tracing::Span::current();
+            span.record("rpc.grpc.status_code", code as i64);
+            if is_server_error(code) {
+                span.record("otel.status_code", "ERROR");
+            }
+            let trace_id = crate::telemetry::trace_id(&span, caller_trace.as_deref());
             let fields = slot.0.lock().map(|f| f.clone()).unwrap_or_default();
             let tenant = fields.tenant_id.as_deref().unwrap_or("");
             let user = fields.user_id.as_deref().unwrap_or("");
@@ -93,20 +131,21 @@ impl Middleware for RequestLogLayer {
             if is_server_error(code) {
                 tracing::error!(
                     event = "request_completed", method = %method, code = %code_name, grpc_code = code as i32,
-                    duration_ms, tenant_id = tenant, user_id = user, request_id = %request_id,
+                    duration_ms, tenant_id = tenant, user_id = user, request_id = %request_id, trace_id = %trace_id,
                     "request_completed"
                 );
             } else {
                 tracing::info!(
                     event = "request_completed", method = %method, code = %code_name, grpc_code = code as i32,
-                    duration_ms, tenant_id = tenant, user_id = user, request_id = %request_id,
+                    duration_ms, tenant_id = tenant, user_id = user, request_id = %request_id, trace_id = %trace_id,
                     "request_completed"
                 );
             }
             if elapsed > slow {
+                span.record("deskd.slow", true);
                 tracing::warn!(
                     event = "slow_rpc", method = %method, code = %code_name, duration_ms,
-                    threshold_ms = slow.as_millis() as u64, tenant_id = tenant, request_id = %request_id,
+                    threshold_ms = slow.as_millis() as u64, tenant_id = tenant, request_id = %request_id, trace_id = %trace_id,
                     "slow_rpc"
                 );
             }

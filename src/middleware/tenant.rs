@@ -48,6 +48,7 @@ impl Middleware for TenantLayer {
                 ));
             };
             let tenant_id = credential.tenant_id();
+            tracing::Span::current().record("tenant.id", tracing::field::display(tenant_id));
             if let Some(slot) = req.extensions().get::<LogSlot>() {
                 let caller = match &credential {
                     Credential::Jwt(a) => format!("user:{}", a.user_id),

@@ -6,6 +6,7 @@ use std::{future::Future, sync::Arc};
 use anyhow::Context as _;
 
 use crate::{
+    admin::{AdminServer, Readiness},
     config::Config,
     db,
     jobs::worker::{self, Registry, WorkerConfig},
@@ -42,11 +43,27 @@ pub fn worker_config(config: &Config) -> WorkerConfig {
 
 /// `deskd worker`: connects as the app role (refusing a role that bypasses
 /// RLS), then runs jobs until `stop` resolves and the running ones drain.
+/// It also serves the admin listener (`/metrics` with the job and database
+/// metrics; `/readyz` answers 503 once shutdown begins).
 pub async fn run_worker(config: Config, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let pool = db::app_pool(&config.database)?;
     db::check_app_role(&pool).await?;
     let registry = Arc::new(registry(&config)?);
+    let admin = AdminServer::bind(config.admin_addr).await?;
+    let readiness = Readiness::default();
+    readiness.set(true);
+    let _pool_gauges = crate::telemetry::metrics::register_pool(&pool, config.database.max_connections);
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin.serve(readiness.clone(), async move {
+        let _ = admin_stopped.await;
+    }));
+    let stop = async move {
+        stop.await;
+        readiness.stopping();
+    };
     worker::run(pool.clone(), registry, worker_config(&config), stop).await;
     pool.close().await;
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
     Ok(())
 }

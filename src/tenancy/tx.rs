@@ -46,7 +46,10 @@ impl TenantTx {
     /// statement timeout equal to the time left, both transaction-local.
     pub async fn begin(pool: &PgPool, tenant: TenantId, budget: Budget) -> Result<Self, AppError> {
         let left = budget.remaining()?;
-        let mut tx = match tokio::time::timeout(left, pool.begin()).await {
+        let waiting = crate::telemetry::metrics::PendingConnection::new();
+        let begun = tokio::time::timeout(left, pool.begin()).await;
+        drop(waiting);
+        let mut tx = match begun {
             Ok(tx) => tx?,
             Err(_) => return Err(AppError::DeadlineExceeded),
         };

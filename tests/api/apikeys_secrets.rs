@@ -123,6 +123,7 @@ async fn the_secret_never_reaches_the_logs() {
         .current_dir(dir.path())
         .env_clear()
         .env("DESKD_LISTEN_ADDR", "127.0.0.1:0")
+        .env("DESKD_ADMIN_ADDR", "127.0.0.1:0")
         .env("DESKD_DATABASE_URL", app.db.app_url())
         .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
         .env("DESKD_JWT_SECRET", JWT_SECRET)

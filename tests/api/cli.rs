@@ -278,6 +278,7 @@ async fn serve_drains_and_exits_cleanly_on_sigterm() {
         .current_dir(dir.path())
         .env_clear()
         .env("DESKD_LISTEN_ADDR", "127.0.0.1:0")
+        .env("DESKD_ADMIN_ADDR", "127.0.0.1:0")
         .env("DESKD_DATABASE_URL", app.db.app_url())
         .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
         .env("DESKD_JWT_SECRET", JWT_SECRET)

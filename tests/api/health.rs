@@ -57,9 +57,14 @@ async fn health_flips_to_not_serving_while_postgres_is_unreachable_and_back() {
         .expect("watch")
         .into_inner();
     assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
+    let admin = app.admin_addr.to_string();
+    assert_eq!(http_get(&admin, "/readyz").await.0, 200);
 
     proxy.cut();
     assert_eq!(next_status(&mut watch).await, ServingStatus::NotServing);
+    // Orchestrators see the same through the admin listener: not ready, but alive.
+    assert_eq!(http_get(&admin, "/readyz").await.0, 503);
+    assert_eq!(http_get(&admin, "/livez").await.0, 200);
     // During the outage a request fails as retryable UNAVAILABLE, never INTERNAL.
     let err = app
         .tickets()
@@ -82,6 +87,7 @@ async fn health_flips_to_not_serving_while_postgres_is_unreachable_and_back() {
 
     proxy.restore();
     assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
+    assert_eq!(http_get(&admin, "/readyz").await.0, 200);
     // And the server recovered without a restart.
     create_ticket(&app, &caller, new_ticket("after the outage")).await;
 }

@@ -160,6 +160,7 @@ pub fn exports_dir(db_name: &str) -> std::path::PathBuf {
 pub fn test_config(db: &TestDb) -> Config {
     let mut cfg = Config {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
         ..Config::default()
     };
     cfg.database.url = SecretString::from(db.app_url());
@@ -175,6 +176,8 @@ pub fn test_config(db: &TestDb) -> Config {
 /// A running server.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/livez`, `/readyz`).
+    pub admin_addr: SocketAddr,
     pub config: Config,
     pub keys: JwtKeys,
     pub channel: Channel,
@@ -201,6 +204,7 @@ pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestAp
     tweak(&mut config);
     let app = Application::build(config.clone()).await.expect("build application");
     let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -213,6 +217,7 @@ pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestAp
     let keys = JwtKeys::hs256(&config.jwt.secret, &config.jwt).expect("keys");
     TestApp {
         addr,
+        admin_addr,
         config,
         keys,
         channel,
@@ -436,4 +441,141 @@ pub async fn wait_listening(port: u16, what: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{what} did not listen on port {port} within 10s");
+}
+
+/// A `deskd serve` process against `app`'s database (JSON logs), with
+/// extra `DESKD_*` settings; its stderr and stdout lines are collected.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub admin_addr: String,
+    pub cwd: tempfile::TempDir,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ServeProcess {
+    pub async fn start(app: &TestApp, extra: &[(&str, &str)]) -> ServeProcess {
+        use std::{
+            io::BufRead as _,
+            process::{Command, Stdio},
+            sync::{Arc, Mutex},
+        };
+        let cwd = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskd"));
+        cmd.arg("serve")
+            .current_dir(cwd.path())
+            .env_clear()
+            .env("DESKD_LISTEN_ADDR", "127.0.0.1:0")
+            .env("DESKD_ADMIN_ADDR", "127.0.0.1:0")
+            .env("DESKD_DATABASE_URL", app.db.app_url())
+            .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
+            .env("DESKD_JWT_SECRET", JWT_SECRET)
+            .env("DESKD_LOG_FORMAT", "json")
+            .env("DESKD_EXPORTS_DIR", exports_dir(&app.db.name))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn deskd serve");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let stdout_pipe = child.stdout.take().expect("stdout");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<(&'static str, String)>();
+        let err_lines = stderr.clone();
+        let err_reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                for (needle, key) in [("deskd serving gRPC", "grpc"), ("deskd admin listener", "admin")] {
+                    if line.contains(needle)
+                        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                        && let Some(a) = v["addr"].as_str()
+                    {
+                        let _ = tx.send((key, a.to_string()));
+                    }
+                }
+                err_lines.lock().expect("lines").push(line);
+            }
+        });
+        let out_lines = stdout.clone();
+        let out_reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout_pipe).lines().map_while(Result::ok) {
+                out_lines.lock().expect("lines").push(line);
+            }
+        });
+        let (addr, admin_addr) = tokio::task::spawn_blocking(move || {
+            let (mut grpc, mut admin) = (None, None);
+            while grpc.is_none() || admin.is_none() {
+                let (k, a) = rx
+                    .recv_timeout(Duration::from_secs(30))
+                    .expect("the server announces its addresses");
+                if k == "grpc" { grpc = Some(a) } else { admin = Some(a) }
+            }
+            (grpc.unwrap_or_default(), admin.unwrap_or_default())
+        })
+        .await
+        .expect("join");
+        ServeProcess {
+            child,
+            addr,
+            admin_addr,
+            cwd,
+            stderr,
+            stdout,
+            readers: vec![err_reader, out_reader],
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns (success, stderr lines, stdout lines).
+    pub async fn stop(mut self) -> (bool, Vec<String>, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let mut child = self.child;
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait");
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let err = self.stderr.lock().expect("lines").clone();
+        let out = self.stdout.lock().expect("lines").clone();
+        (status.success(), err, out)
+    }
+}
+
+/// A plain HTTP/1.1 GET (the admin listener): (status, body).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

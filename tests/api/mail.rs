@@ -235,12 +235,13 @@ async fn an_idempotent_create_user_retry_enqueues_no_second_email() {
 }
 
 /// A `deskd worker` process whose SMTP server is `smtp_port`, with extra
-/// `DESKD_*` settings.
+/// `DESKD_*` settings; its log goes to `dir/worker.log`.
 fn worker_process(app: &TestApp, dir: &Path, smtp_port: u16, extra: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskd"));
     cmd.arg("worker")
         .current_dir(dir)
         .env_clear()
+        .env("DESKD_ADMIN_ADDR", "127.0.0.1:0")
         .env("DESKD_DATABASE_URL", app.db.app_url())
         .env("DESKD_DATABASE_OWNER_URL", "")
         .env("DESKD_JWT_SECRET", JWT_SECRET)
@@ -248,7 +249,7 @@ fn worker_process(app: &TestApp, dir: &Path, smtp_port: u16, extra: &[(&str, &st
         .env("DESKD_SMTP_TIMEOUT", "60s")
         .env("DESKD_JOBS_POLL_INTERVAL", "20ms")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(dir.join("worker.log")).expect("worker log"));
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -368,7 +369,11 @@ async fn sigterm_during_a_job_hands_it_back_and_it_is_not_lost() {
         .await
         .expect("join")
         .expect("wait");
-    assert!(status.success(), "worker exits cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "worker exits cleanly on SIGTERM: {status:?}\n{}",
+        std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default()
+    );
     // The unfinished job went back to the queue, its attempt not counted.
     let (state, attempts, _) = welcome_jobs(&app, &user.id).await.into_iter().next().expect("the job");
     assert_eq!((state.as_str(), attempts), ("queued", 0));

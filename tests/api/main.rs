@@ -32,6 +32,7 @@ mod rls;
 mod stats_figures;
 mod stats_rollups;
 mod stats_validation_and_isolation;
+mod telemetry;
 mod tenancy;
 mod tickets_create;
 mod tickets_delete_and_idempotency;
