@@ -579,3 +579,16 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// The sum of the `/metrics` samples of `name` carrying every one of
+/// `labels` (e.g. `outcome="limited"`). Metrics are process-wide and tests
+/// run in parallel, so compare a reading with an earlier one (it can only
+/// grow by at least what the test caused).
+pub async fn metric_sum(admin: SocketAddr, name: &str, labels: &[&str]) -> f64 {
+    let (status, text) = http_get(&admin.to_string(), "/metrics").await;
+    assert_eq!(status, 200);
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}

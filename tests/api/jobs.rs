@@ -402,3 +402,37 @@ async fn the_dead_hook_runs_once_when_the_last_attempt_fails_or_its_worker_died(
     assert!(last_error.unwrap_or_default().contains("lease expired"));
     assert_eq!(pings(&app).await.len(), 2, "the hook ran for the crashed job too");
 }
+
+#[derive(Serialize, Deserialize)]
+struct Unhandled;
+impl Job for Unhandled {
+    const KIND: &'static str = "test.unhandled";
+}
+
+#[tokio::test]
+async fn the_queue_depth_counts_every_tenants_jobs_by_kind_and_state_as_the_app_role() {
+    let app = spawn_app_with(|c| c.jobs.run_in_serve = false).await;
+    let a = app.caller(Role::Agent).await;
+    let b = app.caller(Role::Agent).await;
+    // The app role, under RLS: the depth still spans tenants (and nothing else).
+    let pool = app.db.app_pool(2).await;
+    for tenant in [a.tenant, b.tenant, b.tenant] {
+        enqueue(&pool, tenant, &Unhandled, EnqueueOptions::default(), true).await;
+    }
+    let id = enqueue(&pool, a.tenant, &AlwaysFails, EnqueueOptions::default(), true).await;
+    let mut owner = app.db.owner_conn().await;
+    sqlx::query("update jobs set state = 'dead' where id = $1")
+        .bind(id)
+        .execute(&mut owner)
+        .await
+        .expect("mark dead");
+    let mut depth = queue::depth(&pool).await.expect("depth as the app role");
+    depth.sort();
+    assert_eq!(
+        depth,
+        vec![
+            ("test.always_fails".to_string(), "dead".to_string(), 1),
+            ("test.unhandled".to_string(), "queued".to_string(), 3),
+        ]
+    );
+}

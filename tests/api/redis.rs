@@ -368,6 +368,24 @@ async fn redis_outage_degrades_and_recovers() {
     .await;
     let alice = app.caller(Role::Agent).await;
     list(&app.channel, &alice.token).await.expect("1 (Redis up)");
+    let decisions = |outcome: &'static str| {
+        let admin = app.admin_addr;
+        async move {
+            metric_sum(
+                admin,
+                "deskd_rate_limit_decisions_total",
+                &[&format!("outcome=\"{outcome}\"")],
+            )
+            .await
+        }
+    };
+    let fail_open_before = decisions("fail_open").await;
+    let redis_failures_before = metric_sum(
+        app.admin_addr,
+        "deskd_redis_fail_open_total",
+        &["component=\"rate_limit\""],
+    )
+    .await;
 
     proxy.cut();
     // Fail open: requests keep succeeding beyond the limit, and fast.
@@ -378,6 +396,17 @@ async fn redis_outage_degrades_and_recovers() {
             .expect("served while Redis is down");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
+    // Each was counted as a fail-open decision after a failed Redis call.
+    assert!(decisions("fail_open").await >= fail_open_before + 6.0);
+    assert!(
+        metric_sum(
+            app.admin_addr,
+            "deskd_redis_fail_open_total",
+            &["component=\"rate_limit\""]
+        )
+        .await
+            >= redis_failures_before + 6.0
+    );
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
     let h = health
         .check(tonic_health::pb::HealthCheckRequest::default())
@@ -412,6 +441,7 @@ async fn redis_outage_degrades_and_recovers() {
         }
     })
     .await;
+    let limited_before = decisions("limited").await;
     // Limits resume: alice used 1 of 3 before the outage; the uncounted
     // requests during it do not count, so two more pass, then the limit holds.
     let token = alice.token.clone();
@@ -422,6 +452,7 @@ async fn redis_outage_degrades_and_recovers() {
         async move { matches!(list(&channel, &token).await, Err(e) if e.code() == tonic::Code::ResourceExhausted) }
     })
     .await;
+    assert!(decisions("limited").await >= limited_before + 1.0);
     clean(&p).await;
 }
 
@@ -438,8 +469,11 @@ async fn fail_closed_refuses_with_unavailable() {
     .await;
     let alice = app.caller(Role::Agent).await;
     list(&app.channel, &alice.token).await.expect("Redis up");
+    let closed = ["outcome=\"fail_closed\""];
+    let before = metric_sum(app.admin_addr, "deskd_rate_limit_decisions_total", &closed).await;
     proxy.cut();
     let err = list(&app.channel, &alice.token).await.expect_err("fail closed");
+    assert!(metric_sum(app.admin_addr, "deskd_rate_limit_decisions_total", &closed).await >= before + 1.0);
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(reason(&err), "DEPENDENCY_UNAVAILABLE");
     proxy.restore();

@@ -474,3 +474,83 @@ fn assert_documented(exposition: &str) {
     }
     assert!(seen > 0, "no series exported");
 }
+
+#[tokio::test]
+async fn sampling_follows_the_caller_and_the_ratio_and_slow_rpcs_are_flagged() {
+    let (otlp, received) = start_receiver().await;
+    let app = spawn_app_with(|c| c.jobs.run_in_serve = false).await;
+    let caller = app.caller(Role::Agent).await;
+    let endpoint = format!("http://{otlp}");
+    let server = ServeProcess::start(
+        &app,
+        &[
+            ("DESKD_TELEMETRY_OTLP_ENDPOINT", endpoint.as_str()),
+            // No new traces: only callers' sampled traces are recorded.
+            ("DESKD_TELEMETRY_SAMPLING_RATIO", "0"),
+            // Every RPC is "slow".
+            ("DESKD_SERVER_SLOW_RPC_THRESHOLD", "1us"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let mut tickets = pb::tickets_service_client::TicketsServiceClient::new(server.channel().await);
+    // Not recorded: a new trace at ratio 0, and a caller's unsampled trace.
+    tickets
+        .list_tickets(authed(&caller.token, pb::ListTicketsRequest::default()))
+        .await
+        .expect("list");
+    let unsampled = "11111111111111111111111111111111";
+    tickets
+        .list_tickets(with_traceparent(
+            &caller.token,
+            &format!("00-{unsampled}-2222222222222222-00"),
+            pb::ListTicketsRequest::default(),
+        ))
+        .await
+        .expect("list");
+    // Recorded: the caller's sampled trace, whatever the ratio.
+    let sampled = "33333333333333333333333333333333";
+    tickets
+        .create_ticket(with_traceparent(
+            &caller.token,
+            &format!("00-{sampled}-4444444444444444-01"),
+            pb::CreateTicketRequest {
+                ticket: Some(new_ticket("sampled")),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .expect("create");
+    let span = eventually("the sampled CreateTicket span", || {
+        received
+            .spans
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|s| hex(&s.trace_id) == sampled && s.kind == SpanKind::Server as i32)
+            .cloned()
+    })
+    .await;
+    assert_eq!(attr(&span.attributes, "deskd.slow").as_deref(), Some("true"));
+    // The spans end in order and are exported in order: by now the two
+    // ListTickets spans would have arrived had they been recorded.
+    let spans = received.spans.lock().expect("lock").clone();
+    assert!(
+        spans
+            .iter()
+            .all(|s| attr(&s.attributes, "rpc.method").as_deref() != Some("ListTickets")),
+        "unsampled RPCs were exported"
+    );
+    assert!(spans.iter().all(|s| hex(&s.trace_id) != unsampled));
+
+    let (ok, logs, _) = server.stop().await;
+    assert!(ok);
+    let slow: Vec<serde_json::Value> = logs
+        .iter()
+        .filter(|l| l.contains("\"slow_rpc\""))
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(slow.len(), 3, "{slow:#?}");
+    assert!(slow.iter().all(|v| v["level"] == "WARN"));
+    assert!(slow.iter().any(|v| v["trace_id"] == sampled));
+}
