@@ -143,11 +143,14 @@ async fn rpcs_are_traced_into_the_callers_trace_and_measured_over_otlp_and_prome
     let app = spawn_app_with(|c| c.jobs.run_in_serve = false).await;
     let caller = app.caller(Role::Agent).await;
     let endpoint = format!("http://{otlp}");
+    let prefix = format!("deskd-test-{}", uuid::Uuid::new_v4().simple());
     let server = ServeProcess::start(
         &app,
         &[
             ("DESKD_TELEMETRY_OTLP_ENDPOINT", endpoint.as_str()),
             ("DESKD_TELEMETRY_SERVICE_NAME", "deskd-under-test"),
+            ("DESKD_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            ("DESKD_REDIS_KEY_PREFIX", prefix.as_str()),
             ("DESKD_TELEMETRY_METRICS_INTERVAL", "200ms"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
@@ -259,6 +262,33 @@ async fn rpcs_are_traced_into_the_callers_trace_and_measured_over_otlp_and_prome
     assert!(attr(&select.attributes, "db.query.summary").is_some_and(|q| q.to_lowercase().starts_with("select")));
     assert!(select.start_time_unix_nano >= server_span.start_time_unix_nano);
     assert!(select.end_time_unix_nano <= server_span.end_time_unix_nano);
+
+    // The tenant layer's look-ups: cache spans (the caller's user was
+    // cached by CreateTicket, so a hit), and Redis calls as client spans.
+    let in_trace: Vec<Span> = received
+        .spans
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|s| hex(&s.trace_id) == trace_id)
+        .cloned()
+        .collect();
+    let user_cache = in_trace.iter().find(|s| s.name == "cache user").unwrap_or_else(|| {
+        panic!(
+            "no cache span: {:?}",
+            in_trace.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    });
+    assert_eq!(attr(&user_cache.attributes, "cache.result").as_deref(), Some("hit"));
+    let (_, text) = http_get(&server.admin_addr, "/metrics").await;
+    assert!(text.contains("deskd_cache_requests_total{"), "{text}");
+    // Rate limiting went through Redis within the trace.
+    let redis_span = in_trace
+        .iter()
+        .find(|s| s.name == "rate_limit")
+        .expect("a Redis span for the rate limit");
+    assert_eq!(redis_span.kind, SpanKind::Client as i32);
+    assert_eq!(attr(&redis_span.attributes, "db.system.name").as_deref(), Some("redis"));
 
     // The failed call is its own trace, with its status code.
     let failed = eventually("the failed GetTicket span", || {
