@@ -1,0 +1,1 @@
+"""Tests of deskd_client against a real deskd."""
