@@ -45,20 +45,13 @@ impl Middleware for RequestIdLayer {
         };
         req.extensions_mut().insert(RequestId(id.clone()));
         let path = req.uri().path();
-        let (service, method) = crate::telemetry::metrics::rpc_labels(path);
-        let span = tracing::info_span!(
-            "rpc",
-            otel.name = %path.trim_start_matches('/'),
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            tenant.id = tracing::field::Empty,
-            request_id = %id,
-            deskd.slow = tracing::field::Empty,
-        );
+        let span = if crate::telemetry::traces_enabled() {
+            server_span(path, &id)
+        } else {
+            // Without export only the logs read the span: keep it as small
+            // as it was before telemetry (recording absent fields is a no-op).
+            tracing::info_span!("rpc", request_id = %id, method = %path)
+        };
         crate::telemetry::set_remote_parent(&span, req.headers());
         Box::pin(
             async move {
@@ -71,4 +64,22 @@ impl Middleware for RequestIdLayer {
             .instrument(span),
         )
     }
+}
+
+/// The RPC's server span after the OpenTelemetry RPC conventions (traces on).
+fn server_span(path: &str, id: &str) -> tracing::Span {
+    let (service, method) = crate::telemetry::metrics::rpc_labels(path);
+    tracing::info_span!(
+        "rpc",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        tenant.id = tracing::field::Empty,
+        request_id = %id,
+        deskd.slow = tracing::field::Empty,
+    )
 }

@@ -17,6 +17,7 @@ mod apikeys_refusals;
 mod apikeys_secrets;
 mod auth;
 mod cli;
+mod client;
 mod exports;
 mod exports_s3;
 mod health;
