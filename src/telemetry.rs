@@ -107,11 +107,16 @@ pub fn init(config: &Config) -> TelemetryGuard {
             .with_level(false)
             .with_filter(Targets::new().with_target("deskd", tracing::Level::INFO))
     });
-    let result = tracing_subscriber::registry()
+    // Every layer carries its own filter: an unfiltered layer (even a `None`
+    // one) would make every callsite interesting, so h2's and hyper's trace
+    // spans would be built on each request only to be filtered out.
+    let base = tracing_subscriber::registry()
         .with(fmt_layer)
-        .with(otel_layer)
-        .with(sql::SqlLayer::default().with_filter(sql::filter()))
-        .try_init();
+        .with(sql::SqlLayer::default().with_filter(sql::filter()));
+    let result = match otel_layer {
+        Some(otel) => base.with(otel).try_init(),
+        None => base.try_init(),
+    };
     // Already initialised (tests): keep the first subscriber.
     if result.is_ok()
         && let Some(p) = &tracer

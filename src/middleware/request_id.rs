@@ -68,7 +68,7 @@ impl Middleware for RequestIdLayer {
 
 /// The RPC's server span after the OpenTelemetry RPC conventions (traces on).
 fn server_span(path: &str, id: &str) -> tracing::Span {
-    let (service, method) = crate::telemetry::metrics::rpc_labels(path);
+    let (service, method, _) = crate::telemetry::metrics::rpc_labels(path);
     tracing::info_span!(
         "rpc",
         otel.name = %path.trim_start_matches('/'),

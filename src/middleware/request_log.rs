@@ -40,16 +40,6 @@ impl LogSlot {
     }
 }
 
-/// Takes an RPC out of `rpc.server.active_requests` when it ends, also when
-/// the client goes away and the future is dropped.
-struct ActiveGuard([KeyValue; 3]);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        crate::telemetry::metrics::metrics().rpc_active.add(-1, &self.0);
-    }
-}
-
 /// Emits `request_completed` (and `slow_rpc` above the threshold).
 #[derive(Clone)]
 pub struct RequestLogLayer {
@@ -86,7 +76,7 @@ impl Middleware for RequestLogLayer {
         let slot = LogSlot::default();
         req.extensions_mut().insert(slot.clone());
         let method = req.uri().path().to_string();
-        let (rpc_service, rpc_method) = crate::telemetry::metrics::rpc_labels(&method);
+        let (rpc_service, rpc_method, method_index) = crate::telemetry::metrics::rpc_labels(&method);
         let request_id = RequestId::of(&req);
         let caller_trace = req
             .headers()
@@ -100,8 +90,7 @@ impl Middleware for RequestLogLayer {
             KeyValue::new("rpc.service", rpc_service),
             KeyValue::new("rpc.method", rpc_method),
         ];
-        m.rpc_active.add(1, &rpc_attrs);
-        let active = ActiveGuard(rpc_attrs.clone());
+        let active = m.rpc_started(method_index);
         let slow = self.slow_threshold;
         let start = Instant::now();
         Box::pin(async move {

@@ -3,7 +3,10 @@
 //! Prometheus exporter (rendered on `/metrics`) and, with an OTLP endpoint,
 //! pushed by a periodic reader. docs/observability.md lists them.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{
+    LazyLock, Mutex, OnceLock, RwLock,
+    atomic::{AtomicI64, AtomicU64, Ordering},
+};
 
 use opentelemetry::{
     KeyValue,
@@ -108,16 +111,10 @@ pub fn metrics() -> &'static Metrics {
 pub struct Metrics {
     /// `rpc.server.call.duration` (s): every RPC, by service, method and status code.
     pub rpc_duration: Histogram<f64>,
-    /// `rpc.server.active_requests`: RPCs in flight, by service and method.
-    pub rpc_active: UpDownCounter<i64>,
     /// `db.client.operation.duration` (s): every SQL statement, by operation.
     pub db_duration: Histogram<f64>,
     /// `db.client.connection.pending_requests`: requests waiting for a pooled connection.
     pub db_pending: UpDownCounter<i64>,
-    /// `deskd.cache.requests`: cache look-ups by cache and result (hit, miss).
-    pub cache_requests: Counter<u64>,
-    /// `deskd.rate_limit.decisions`: by outcome (allowed, limited, fail_open, fail_closed).
-    pub rate_limit: Counter<u64>,
     /// `deskd.jobs.attempts`: finished job attempts by kind and outcome (succeeded, retry, dead).
     pub job_attempts: Counter<u64>,
     /// `deskd.redis.fail_open`: requests served without Redis, by component.
@@ -167,17 +164,63 @@ impl Metrics {
                 }
             })
             .build();
+        // Counted on every request: plain atomics, read when metrics are
+        // collected, cost less than an SDK measurement (which hashes its
+        // attributes each time).
+        m.i64_observable_up_down_counter("rpc.server.active_requests")
+            .with_description("RPCs in flight")
+            .with_unit("{request}")
+            .with_callback(|o| {
+                for (i, (service, method)) in rpc_methods().iter().enumerate() {
+                    let n = ACTIVE.get(i).map_or(0, |a| a.load(Ordering::Relaxed));
+                    o.observe(
+                        n,
+                        &[
+                            KeyValue::new("rpc.system", "grpc"),
+                            KeyValue::new("rpc.service", *service),
+                            KeyValue::new("rpc.method", *method),
+                        ],
+                    );
+                }
+            })
+            .build();
+        m.u64_observable_counter("deskd.cache.requests")
+            .with_description("Cache look-ups by cache and result (hit, miss)")
+            .with_unit("{request}")
+            .with_callback(|o| {
+                if let Ok(caches) = CACHES.read() {
+                    for (name, hits, misses) in caches.iter() {
+                        for (result, n) in [("hit", hits), ("miss", misses)] {
+                            o.observe(
+                                n.load(Ordering::Relaxed),
+                                &[
+                                    KeyValue::new("cache.name", *name),
+                                    KeyValue::new("cache.result", result),
+                                ],
+                            );
+                        }
+                    }
+                }
+            })
+            .build();
+        m.u64_observable_counter("deskd.rate_limit.decisions")
+            .with_description("Rate-limit decisions by outcome")
+            .with_unit("{decision}")
+            .with_callback(|o| {
+                for (outcome, n) in RATE_OUTCOMES.iter().zip(RATE_LIMIT.iter()) {
+                    let v = n.load(Ordering::Relaxed);
+                    if v > 0 {
+                        o.observe(v, &[KeyValue::new("outcome", *outcome)]);
+                    }
+                }
+            })
+            .build();
         Metrics {
             rpc_duration: m
                 .f64_histogram("rpc.server.call.duration")
                 .with_description("Duration of RPCs received, by service, method and gRPC status code")
                 .with_unit("s")
                 .with_boundaries(SECONDS_BUCKETS.to_vec())
-                .build(),
-            rpc_active: m
-                .i64_up_down_counter("rpc.server.active_requests")
-                .with_description("RPCs in flight")
-                .with_unit("{request}")
                 .build(),
             db_duration: m
                 .f64_histogram("db.client.operation.duration")
@@ -189,16 +232,6 @@ impl Metrics {
                 .i64_up_down_counter("db.client.connection.pending_requests")
                 .with_description("Requests waiting for a pooled connection")
                 .with_unit("{request}")
-                .build(),
-            cache_requests: m
-                .u64_counter("deskd.cache.requests")
-                .with_description("Cache look-ups by cache and result (hit, miss)")
-                .with_unit("{request}")
-                .build(),
-            rate_limit: m
-                .u64_counter("deskd.rate_limit.decisions")
-                .with_description("Rate-limit decisions by outcome")
-                .with_unit("{decision}")
                 .build(),
             job_attempts: m
                 .u64_counter("deskd.jobs.attempts")
@@ -215,18 +248,37 @@ impl Metrics {
 
     /// Counts a cache look-up.
     pub fn cache(&self, cache: &'static str, hit: bool) {
-        self.cache_requests.add(
-            1,
-            &[
-                KeyValue::new("cache.name", cache),
-                KeyValue::new("cache.result", if hit { "hit" } else { "miss" }),
-            ],
-        );
+        let bump = |caches: &[(&'static str, AtomicU64, AtomicU64)]| {
+            caches.iter().find(|(n, _, _)| *n == cache).map(|(_, h, m)| {
+                if hit { h } else { m }.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        if CACHES.read().ok().and_then(|c| bump(&c)).is_some() {
+            return;
+        }
+        if let Ok(mut caches) = CACHES.write() {
+            if !caches.iter().any(|(n, _, _)| *n == cache) {
+                caches.push((cache, AtomicU64::new(0), AtomicU64::new(0)));
+            }
+            let _ = bump(&caches);
+        }
     }
 
-    /// Counts a rate-limit decision.
+    /// Counts a rate-limit decision: `allowed`, `limited`, `fail_open` or `fail_closed`.
     pub fn rate_limit(&self, outcome: &'static str) {
-        self.rate_limit.add(1, &[KeyValue::new("outcome", outcome)]);
+        if let Some(i) = RATE_OUTCOMES.iter().position(|o| *o == outcome) {
+            RATE_LIMIT[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts an RPC in flight until the guard drops (also when the client
+    /// goes away and the request's future is dropped).
+    pub fn rpc_started(&self, method_index: Option<usize>) -> ActiveRpc {
+        let slot = method_index.and_then(|i| ACTIVE.get(i));
+        if let Some(a) = slot {
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+        ActiveRpc(slot)
     }
 
     /// Counts an operation that went on without Redis.
@@ -254,6 +306,25 @@ impl Drop for PendingConnection {
         metrics().db_pending.add(-1, &[pool_name()]);
     }
 }
+
+/// An RPC counted in `rpc.server.active_requests`.
+pub struct ActiveRpc(Option<&'static AtomicI64>);
+
+impl Drop for ActiveRpc {
+    fn drop(&mut self) {
+        if let Some(a) = self.0 {
+            a.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+const RATE_OUTCOMES: [&str; 4] = ["allowed", "limited", "fail_open", "fail_closed"];
+static RATE_LIMIT: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// Per cache: (name, hits, misses).
+type CacheCounts = Vec<(&'static str, AtomicU64, AtomicU64)>;
+static CACHES: RwLock<CacheCounts> = RwLock::new(Vec::new());
+/// In-flight RPCs per served method (indexes of `rpc_methods()`).
+static ACTIVE: LazyLock<Vec<AtomicI64>> = LazyLock::new(|| rpc_methods().iter().map(|_| AtomicI64::new(0)).collect());
 
 /// Pools whose connections the gauges report (one per server; tests run several).
 static POOLS: Mutex<Vec<(u64, PgPool, u32)>> = Mutex::new(Vec::new());
@@ -297,12 +368,9 @@ pub fn set_queue_depth(rows: Vec<(String, String, i64)>) {
     }
 }
 
-/// The `rpc.*` attributes of a request path: `(service, method)`, both
-/// static. A path deskd does not serve is `("_OTHER", "_OTHER")`, so a
-/// caller cannot create label values.
-pub fn rpc_labels(path: &str) -> (&'static str, &'static str) {
-    static KNOWN: OnceLock<std::collections::HashMap<&'static str, (&'static str, &'static str)>> = OnceLock::new();
-    let known = KNOWN.get_or_init(|| {
+/// Every method deskd serves, as (service, method).
+fn rpc_methods() -> &'static [(&'static str, &'static str)] {
+    static METHODS: LazyLock<Vec<(&'static str, &'static str)>> = LazyLock::new(|| {
         let extra = [
             "/grpc.health.v1.Health/Check",
             "/grpc.health.v1.Health/Watch",
@@ -313,13 +381,26 @@ pub fn rpc_labels(path: &str) -> (&'static str, &'static str) {
             .iter()
             .map(|(p, _)| *p)
             .chain(extra)
-            .filter_map(|p| {
-                let (svc, method) = p.trim_start_matches('/').split_once('/')?;
-                Some((p, (svc, method)))
-            })
+            .filter_map(|p| p.trim_start_matches('/').split_once('/'))
             .collect()
     });
-    known.get(path).copied().unwrap_or(("_OTHER", "_OTHER"))
+    &METHODS
+}
+
+/// The `rpc.*` attributes of a request path: `(service, method, index)`,
+/// static. A path deskd does not serve is `("_OTHER", "_OTHER", None)`, so
+/// a caller cannot create label values.
+pub fn rpc_labels(path: &str) -> (&'static str, &'static str, Option<usize>) {
+    let Some((svc, method)) = path.trim_start_matches('/').split_once('/') else {
+        return ("_OTHER", "_OTHER", None);
+    };
+    rpc_methods()
+        .iter()
+        .position(|(s, m)| *m == method && *s == svc)
+        .map_or(("_OTHER", "_OTHER", None), |i| {
+            let (s, m) = rpc_methods()[i];
+            (s, m, Some(i))
+        })
 }
 
 #[cfg(test)]
@@ -328,15 +409,40 @@ mod tests {
 
     #[test]
     fn rpc_labels_come_only_from_served_methods() {
-        assert_eq!(
-            rpc_labels("/deskd.tickets.v1.TicketsService/GetTicket"),
-            ("deskd.tickets.v1.TicketsService", "GetTicket")
+        let (s, m, i) = rpc_labels("/deskd.tickets.v1.TicketsService/GetTicket");
+        assert_eq!((s, m), ("deskd.tickets.v1.TicketsService", "GetTicket"));
+        assert!(i.is_some());
+        let (s, m, _) = rpc_labels("/grpc.health.v1.Health/Check");
+        assert_eq!((s, m), ("grpc.health.v1.Health", "Check"));
+        assert_eq!(rpc_labels("/evil/x\"y"), ("_OTHER", "_OTHER", None));
+        assert_eq!(rpc_labels("no-slash"), ("_OTHER", "_OTHER", None));
+    }
+
+    #[test]
+    fn per_request_counters_render_as_prometheus_counters() {
+        let m = metrics();
+        m.rate_limit("limited");
+        m.rate_limit("not-an-outcome");
+        m.cache("counter_test", false);
+        m.cache("counter_test", false);
+        let active = m.rpc_started(rpc_labels("/deskd.stats.v1.StatsService/GetTicketStats").2);
+        let text = render();
+        assert!(
+            text.lines().any(|l| l.starts_with("deskd_cache_requests_total{")
+                && l.contains("cache_name=\"counter_test\"")
+                && l.contains("cache_result=\"miss\"")
+                && l.ends_with(" 2")),
+            "{text}"
         );
-        assert_eq!(
-            rpc_labels("/grpc.health.v1.Health/Check"),
-            ("grpc.health.v1.Health", "Check")
+        assert!(text.contains("deskd_rate_limit_decisions_total{"), "{text}");
+        assert!(!text.contains("not-an-outcome"));
+        assert!(
+            text.lines().any(|l| l.starts_with("rpc_server_active_requests{")
+                && l.contains("rpc_method=\"GetTicketStats\"")
+                && !l.ends_with(" 0")),
+            "{text}"
         );
-        assert_eq!(rpc_labels("/evil/x\"y"), ("_OTHER", "_OTHER"));
+        drop(active);
     }
 
     #[test]
