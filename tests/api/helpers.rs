@@ -446,7 +446,9 @@ pub async fn wait_listening(port: u16, what: &str) {
 /// A `deskd serve` process against `app`'s database (JSON logs), with
 /// extra `DESKD_*` settings; its stderr and stdout lines are collected.
 pub struct ServeProcess {
-    pub child: std::process::Child,
+    /// Taken by `stop`; a process still here when the value drops (a test
+    /// failed first) is killed, so no server outlives its test.
+    child: Option<std::process::Child>,
     pub addr: String,
     pub admin_addr: String,
     pub cwd: tempfile::TempDir,
@@ -518,7 +520,7 @@ impl ServeProcess {
         .await
         .expect("join");
         ServeProcess {
-            child,
+            child: Some(child),
             addr,
             admin_addr,
             cwd,
@@ -538,13 +540,13 @@ impl ServeProcess {
 
     /// Sends SIGTERM and waits for the exit; returns (success, stderr lines, stdout lines).
     pub async fn stop(mut self) -> (bool, Vec<String>, Vec<String>) {
-        let pid = self.child.id().to_string();
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
         let killed = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill");
         assert!(killed.success());
-        let mut child = self.child;
         let status = tokio::task::spawn_blocking(move || child.wait())
             .await
             .expect("join")
@@ -555,6 +557,15 @@ impl ServeProcess {
         let err = self.stderr.lock().expect("lines").clone();
         let out = self.stdout.lock().expect("lines").clone();
         (status.success(), err, out)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
