@@ -1,10 +1,7 @@
 //! API keys: `last_use_time` recorded in batches; secrets never stored or
 //! logged.
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use base64::{
     Engine as _,
@@ -17,7 +14,7 @@ use deskd::{
     },
     users::model::Role,
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 use crate::{apikeys_support::*, helpers::*, users_support::*};
 
@@ -113,55 +110,10 @@ async fn the_secret_is_never_stored_in_plaintext() {
 
 #[tokio::test]
 async fn the_secret_never_reaches_the_logs() {
-    use std::io::BufRead as _;
-
     let app = spawn_app().await;
     let admin = app.caller(Role::Admin).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deskd"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("DESKD_LISTEN_ADDR", "127.0.0.1:0")
-        .env("DESKD_ADMIN_ADDR", "127.0.0.1:0")
-        .env("DESKD_DATABASE_URL", app.db.app_url())
-        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
-        .env("DESKD_JWT_SECRET", JWT_SECRET)
-        .env("DESKD_LOG_FORMAT", "json")
-        .env("DESKD_LOG_FILTER", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn deskd serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-    let err_reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("deskd serving gRPC") {
-                let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-                let _ = addr_tx.send(v["addr"].as_str().expect("addr field").to_string());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(30)))
-        .await
-        .expect("join")
-        .expect("the server announces its address");
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let server = ServeProcess::start(&app, &[("DESKD_LOG_FILTER", "debug")]).await;
+    let channel = server.channel().await;
     let mut users_client = UsersServiceClient::new(channel.clone());
     let mut tickets_client = TicketsServiceClient::new(channel);
 
@@ -211,16 +163,9 @@ async fn the_secret_never_reaches_the_logs() {
         .expect_err("malformed");
     assert_error(&err, Code::Unauthenticated, "API_KEY_MALFORMED");
 
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success(), "exit status after SIGTERM: {status:?}");
-    let mut lines = err_reader.join().expect("stderr reader");
-    lines.extend(out_reader.join().expect("stdout reader"));
+    let (ok, mut lines, out) = server.stop().await;
+    assert!(ok, "clean exit after SIGTERM");
+    lines.extend(out);
     assert!(lines.iter().any(|l| l.contains("deskd stopped")), "{lines:#?}");
     assert!(
         lines.iter().any(|l| l.contains("\"DEBUG\"")),

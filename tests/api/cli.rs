@@ -268,47 +268,10 @@ async fn operator_commands_work_with_a_non_superuser_owner() {
 
 #[tokio::test]
 async fn serve_drains_and_exits_cleanly_on_sigterm() {
-    use std::io::BufRead as _;
-
     let app = spawn_app().await;
     let caller = app.caller(deskd::users::model::Role::Agent).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deskd"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("DESKD_LISTEN_ADDR", "127.0.0.1:0")
-        .env("DESKD_ADMIN_ADDR", "127.0.0.1:0")
-        .env("DESKD_DATABASE_URL", app.db.app_url())
-        .env("DESKD_DATABASE_OWNER_URL", app.db.owner_url())
-        .env("DESKD_JWT_SECRET", JWT_SECRET)
-        .env("DESKD_LOG_FORMAT", "json")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn deskd serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("deskd serving gRPC") {
-                let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-                let _ = addr_tx.send(v["addr"].as_str().expect("addr field").to_string());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(std::time::Duration::from_secs(30)))
-        .await
-        .expect("join")
-        .expect("the server announces its address");
-
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let server = ServeProcess::start(&app, &[]).await;
+    let channel = server.channel().await;
     pb::tickets_service_client::TicketsServiceClient::new(channel)
         .create_ticket(authed(
             &caller.token,
@@ -320,15 +283,8 @@ async fn serve_drains_and_exits_cleanly_on_sigterm() {
         .await
         .expect("served by the binary");
 
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success(), "exit status after SIGTERM: {status:?}");
-    let lines = reader.join().expect("reader");
+    let (ok, lines, _) = server.stop().await;
+    assert!(ok, "clean exit after SIGTERM");
     assert!(lines.iter().any(|l| l.contains("deskd stopped")), "{lines:#?}");
     // One request_completed line per RPC, as JSON, naming tenant and method.
     let completed: Vec<serde_json::Value> = lines
