@@ -1,16 +1,20 @@
 //! Builds and runs the server: database checks, the layer stack, health,
 //! reflection, the in-process job worker, and graceful shutdown.
 
+mod background;
 pub mod jobs;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+pub use self::background::shutdown_signal;
+use self::background::{health_loop, key_usage_loop, probe, tokio_util_like};
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
 use crate::{
@@ -398,134 +402,5 @@ impl Application {
         let _ = admin_task.await;
         tracing::info!("deskd stopped");
         result
-    }
-}
-
-/// Writes API keys' `last_use_time` every `interval`, and once more at stop.
-async fn key_usage_loop(
-    usage: Arc<KeyUsage>,
-    pool: PgPool,
-    interval: Duration,
-    timeout: Duration,
-    stop: tokio_util_like::Stop,
-) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => usage.flush(&pool, timeout).await,
-            () = stop.stopped() => {
-                usage.flush(&pool, timeout).await;
-                return;
-            }
-        }
-    }
-}
-
-/// One health probe: a trivial query through the serving pool.
-async fn probe(pool: &PgPool, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, sqlx::query("select 1").execute(pool)).await,
-        Ok(Ok(_))
-    )
-}
-
-/// Probes PostgreSQL and publishes SERVING / NOT_SERVING for every service.
-async fn health_loop(
-    initially_ok: bool,
-    pool: PgPool,
-    health: HealthReporter,
-    readiness: crate::admin::Readiness,
-    interval: Duration,
-    timeout: Duration,
-    stop: tokio_util_like::Stop,
-) {
-    let mut last = initially_ok;
-    loop {
-        let ok = probe(&pool, timeout).await;
-        readiness.set(ok);
-        if last != ok && !stop.is_stopped() {
-            let status = if ok {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            if ok {
-                tracing::info!("postgres reachable: SERVING");
-            } else {
-                tracing::warn!("postgres unreachable: NOT_SERVING");
-            }
-            for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
-                health.set_service_status(*name, status).await;
-            }
-            last = ok;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = stop.stopped() => return,
-        }
-    }
-}
-
-/// A tiny stop flag (avoids a dependency on tokio-util for one type).
-mod tokio_util_like {
-    use std::sync::Arc;
-
-    use tokio::sync::watch;
-
-    #[derive(Clone)]
-    pub struct Stop(Arc<watch::Sender<bool>>);
-
-    impl Default for Stop {
-        fn default() -> Self {
-            Self(Arc::new(watch::channel(false).0))
-        }
-    }
-
-    impl Stop {
-        pub fn stop(&self) {
-            self.0.send_replace(true);
-        }
-        pub fn is_stopped(&self) -> bool {
-            *self.0.borrow()
-        }
-        pub async fn stopped(&self) {
-            let mut rx = self.0.subscribe();
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    }
-}
-
-/// Resolves when SIGTERM or SIGINT arrives.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    // Register the handlers now, not when the future is first polled: a
-    // SIGTERM that arrived in between would otherwise kill the process with
-    // the default action instead of draining it.
-    #[cfg(unix)]
-    let (term, int) = {
-        use tokio::signal::unix::{SignalKind, signal};
-        (
-            signal(SignalKind::terminate()).ok(),
-            signal(SignalKind::interrupt()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = wait(term) => {}
-                () = wait(int) => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
