@@ -20,6 +20,7 @@ mod cli;
 mod client;
 mod exports;
 mod exports_s3;
+mod grpcurl_walkthrough;
 mod health;
 mod jwt_keys;
 mod lifecycle;
