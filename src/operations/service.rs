@@ -64,7 +64,7 @@ impl OperationsService {
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
         let op = store::get(tx.conn(), tenant, id, false).await?;
-        tx.commit().await?;
+        tx.finish_read();
         op.ok_or_else(|| not_found(id))
     }
 
@@ -79,7 +79,7 @@ impl OperationsService {
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
         let mut operations = store::list(tx.conn(), tenant, after, i64::from(page_size) + 1).await?;
-        tx.commit().await?;
+        tx.finish_read();
         let next_page_token = if operations.len() > page_size as usize {
             operations.truncate(page_size as usize);
             operations.last().map(|last| {

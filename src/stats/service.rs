@@ -76,7 +76,7 @@ impl StatsService {
         .await?;
         let tenant = tx.tenant();
         let facts = store::ticket_facts(tx.conn(), tenant, &window, &query.filter).await?;
-        tx.commit().await?;
+        tx.finish_read();
         Ok(TicketStats::assemble(window, now, facts, query.top_assignees_limit))
     }
 }

@@ -125,7 +125,7 @@ impl TenantDirectory {
             .get_or_load(&key, || async move {
                 let tx = TenantTx::begin(&pool, tenant, Budget::new(deadline, cap)).await?;
                 let (tx, value) = query(tx).await?;
-                tx.commit().await?;
+                tx.finish_read();
                 Ok(value)
             })
             .await

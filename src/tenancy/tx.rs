@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, SqlSafeStr as _, Transaction};
+use uuid::Uuid;
 
 use super::TenantId;
 use crate::error::AppError;
@@ -44,26 +45,39 @@ impl TenantTx {
     /// Begins a transaction for `tenant`: waits for a connection no longer
     /// than the budget allows, then sets the tenant context and a
     /// statement timeout equal to the time left, both transaction-local.
+    ///
+    /// `BEGIN` and both settings travel in one simple-protocol message, so
+    /// this costs one round trip, not two. The values are interpolated, so
+    /// only typed ones go in: a UUID's canonical text and an integer.
     pub async fn begin(pool: &PgPool, tenant: TenantId, budget: Budget) -> Result<Self, AppError> {
         let left = budget.remaining()?;
         let waiting = crate::telemetry::metrics::PendingConnection::new();
-        let begun = tokio::time::timeout(left, pool.begin()).await;
+        let conn = tokio::time::timeout(left, pool.acquire()).await;
         drop(waiting);
-        let mut tx = match begun {
-            Ok(tx) => tx?,
+        let conn = match conn {
+            Ok(conn) => conn?,
             Err(_) => return Err(AppError::DeadlineExceeded),
         };
         let left = budget.remaining()?;
-        let timeout_ms = left.as_millis().clamp(1, i32::MAX as u128).to_string();
-        sqlx::query(
-            "select set_config('app.current_tenant_id', $1, true), \
-                    set_config('statement_timeout', $2, true)",
+        let begin = begin_statement(tenant.0, left);
+        let tx = match tokio::time::timeout(
+            left,
+            Transaction::begin(conn, Some(AssertSqlSafe(begin).into_sql_str())),
         )
-        .bind(tenant.to_string())
-        .bind(timeout_ms)
-        .execute(&mut *tx)
-        .await?;
+        .await
+        {
+            Ok(tx) => tx?,
+            Err(_) => return Err(AppError::DeadlineExceeded),
+        };
         Ok(Self { tx, tenant })
+    }
+
+    /// Ends a transaction that only read: no `COMMIT` round trip on the
+    /// request path. The `ROLLBACK` is queued on the connection and goes out
+    /// with the pool's release check, before anyone else can acquire it, so
+    /// the tenant setting ends with it as it would on commit.
+    pub fn finish_read(self) {
+        drop(self.tx);
     }
 
     /// The tenant this transaction is confined to.
@@ -76,9 +90,36 @@ impl TenantTx {
         &mut self.tx
     }
 
-    /// Commits.
+    /// Commits (waits for PostgreSQL to confirm).
     pub async fn commit(self) -> Result<(), AppError> {
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+/// `BEGIN` with the tenant context and statement timeout, as one message.
+fn begin_statement(tenant: Uuid, left: Duration) -> String {
+    let timeout_ms = left.as_millis().clamp(1, i32::MAX as u128);
+    format!(
+        "BEGIN; SELECT set_config('app.current_tenant_id', '{}', true), \
+         set_config('statement_timeout', '{timeout_ms}', true)",
+        tenant.hyphenated()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_begin_statement_carries_only_typed_values() {
+        let id = Uuid::parse_str("01a2235a-0875-7056-b774-d2951fd8cf45").expect("uuid");
+        assert_eq!(
+            begin_statement(id, Duration::from_millis(2500)),
+            "BEGIN; SELECT set_config('app.current_tenant_id', '01a2235a-0875-7056-b774-d2951fd8cf45', true), \
+             set_config('statement_timeout', '2500', true)"
+        );
+        // Never 0 (which would mean no timeout at all).
+        assert!(begin_statement(id, Duration::from_micros(10)).ends_with("'1', true)"));
     }
 }

@@ -87,7 +87,7 @@ impl TicketsService {
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
         let t = store::get(tx.conn(), tenant, id, false).await?;
-        tx.commit().await?;
+        tx.finish_read();
         t.ok_or_else(|| not_found(id))
     }
 
@@ -108,7 +108,7 @@ impl TicketsService {
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
         let mut tickets = store::list(tx.conn(), tenant, filter, after, i64::from(page_size) + 1).await?;
-        tx.commit().await?;
+        tx.finish_read();
         let next_page_token = if tickets.len() > page_size as usize {
             tickets.truncate(page_size as usize);
             tickets.last().map(|last| {

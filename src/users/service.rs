@@ -138,7 +138,7 @@ impl UsersService {
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
         let u = store::get_user(tx.conn(), tenant, id).await?;
-        tx.commit().await?;
+        tx.finish_read();
         u.ok_or_else(|| user_not_found(id))
     }
 
@@ -151,7 +151,7 @@ impl UsersService {
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
         let mut items = store::list_users(tx.conn(), tenant, filter, after, i64::from(size) + 1).await?;
-        tx.commit().await?;
+        tx.finish_read();
         let next_page_token = self.next_token(&fp, &mut items, size, |u| (micros(u.create_time), u.id.0));
         Ok(Page { items, next_page_token })
     }
@@ -375,7 +375,7 @@ impl UsersService {
         let mut tx = self.begin(ctx).await?;
         let tenant = tx.tenant();
         let mut items = store::list_api_keys(tx.conn(), tenant, show_revoked, after, i64::from(size) + 1).await?;
-        tx.commit().await?;
+        tx.finish_read();
         let next_page_token = self.next_token(&fp, &mut items, size, |k| (micros(k.create_time), k.id));
         Ok(Page { items, next_page_token })
     }

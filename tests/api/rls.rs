@@ -66,7 +66,8 @@ async fn world() -> World {
     }
 }
 
-/// Begins a transaction confined to `tenant`, exactly as the server does.
+/// Begins a transaction confined to `tenant` with the extended protocol (the
+/// server sends the same setting with its `BEGIN`: `server_transactions_*`).
 async fn begin_as(pool: &PgPool, tenant: TenantId) -> Transaction<'static, Postgres> {
     let mut tx = pool.begin().await.expect("begin");
     sqlx::query("select set_config('app.current_tenant_id', $1, true)")
@@ -231,6 +232,78 @@ async fn tenant_context_does_not_outlive_its_transaction() {
     let tx = begin_as(&pool, w.b.tenant).await;
     drop(tx);
     let mut conn = pool.acquire().await.expect("acquire");
+    assert_eq!(count(&mut conn, "tickets").await.expect("count"), 0);
+}
+
+/// Reads what a session has set: the tenant context and statement timeout,
+/// and whether it is inside a transaction block (SAVEPOINT fails outside
+/// one with 25P01).
+async fn session_settings(conn: &mut PgConnection) -> (Option<String>, String, bool) {
+    let (tenant, timeout): (Option<String>, String) = sqlx::query_as(
+        "select nullif(current_setting('app.current_tenant_id', true), ''), current_setting('statement_timeout')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("settings");
+    let in_tx = match sqlx::query("savepoint probe").execute(&mut *conn).await {
+        Ok(_) => true,
+        Err(e) if sqlstate(&e).as_deref() == Some("25P01") => false,
+        Err(e) => panic!("savepoint probe: {e}"),
+    };
+    (tenant, timeout, in_tx)
+}
+
+/// The server's own transaction: `BEGIN` with the tenant and statement
+/// timeout in one message, and read-only work ended without a `COMMIT`
+/// round trip (a queued `ROLLBACK`). Neither leaves the tenant on the
+/// connection for the next user of a pool of one.
+#[tokio::test]
+async fn server_transactions_confine_and_leave_nothing_behind() {
+    use deskd::tenancy::tx::{Budget, TenantTx};
+    let w = world().await;
+    let pool = w.app.db.app_pool(1).await;
+
+    let mut tx = TenantTx::begin(&pool, w.a.tenant, Budget::new(None, Duration::from_secs(7)))
+        .await
+        .expect("begin");
+    let (tenant, timeout, in_tx) = session_settings(tx.conn()).await;
+    assert_eq!(tenant, Some(w.a.tenant.to_string()));
+    assert!(in_tx, "BEGIN must have opened a transaction");
+    let ms: u64 = timeout.trim_end_matches("ms").parse().unwrap_or(u64::MAX);
+    assert!(
+        timeout.ends_with('s') && (6_000..=7_000).contains(&ms) || timeout == "7s",
+        "statement_timeout is the time left: {timeout}"
+    );
+    assert_eq!(
+        count(tx.conn(), "tickets").await.expect("count"),
+        w.a_tickets.len() as i64
+    );
+    tx.finish_read();
+
+    // The next user of the only connection: no tenant, default timeout, no
+    // open transaction, and no rows.
+    let mut conn = pool.acquire().await.expect("acquire");
+    let (tenant, timeout, in_tx) = session_settings(&mut conn).await;
+    assert_eq!(tenant, None, "tenant context survived finish_read");
+    assert_eq!(timeout, "0", "statement_timeout survived finish_read");
+    assert!(!in_tx, "the read-only transaction is still open");
+    for table in TABLES {
+        assert_eq!(count(&mut conn, table).await.expect(table), 0, "{table}");
+    }
+    drop(conn);
+
+    // Then tenant B on the same session sees only B's rows, after a commit
+    // the next session is clean as well.
+    let mut tx = TenantTx::begin(&pool, w.b.tenant, Budget::new(None, Duration::from_secs(5)))
+        .await
+        .expect("begin");
+    assert_eq!(
+        count(tx.conn(), "tickets").await.expect("count"),
+        w.b_tickets.len() as i64
+    );
+    tx.commit().await.expect("commit");
+    let mut conn = pool.acquire().await.expect("acquire");
+    assert_eq!(session_settings(&mut conn).await.0, None);
     assert_eq!(count(&mut conn, "tickets").await.expect("count"), 0);
 }
 
