@@ -142,6 +142,12 @@ where
     }
 
     /// The value under `key`, loading it with `load` on a miss.
+    ///
+    /// An in-process hit returns before the loader's future is even built:
+    /// that future holds a whole tenant transaction and is large, and
+    /// building and moving it on every hit was half of a cached RPC's CPU
+    /// (BENCHMARKS.md, "Profile of a cached RPC"). The miss path is boxed so
+    /// its size does not inflate every caller's future either.
     pub async fn get_or_load<F, Fut>(&self, key: &str, load: F) -> Result<(Option<V>, CacheStatus), AppError>
     where
         F: FnOnce() -> Fut + Send,
@@ -157,6 +163,25 @@ where
         } else {
             tracing::Span::none()
         };
+        if let Some(Some(v)) = self.inner.local.get(key).instrument(span.clone()).await {
+            self.record(&span, CacheStatus::Hit);
+            return Ok((Some(v), CacheStatus::Hit));
+        }
+        Box::pin(self.load_through(key, load, span)).await
+    }
+
+    /// The miss path of `get_or_load`: single flight per key, Redis, then
+    /// the loader.
+    async fn load_through<F, Fut>(
+        &self,
+        key: &str,
+        load: F,
+        span: tracing::Span,
+    ) -> Result<(Option<V>, CacheStatus), AppError>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<Option<V>, AppError>> + Send,
+    {
         let loaded = Arc::new(AtomicBool::new(false));
         let flag = loaded.clone();
         let this = self.clone();
@@ -186,9 +211,13 @@ where
         } else {
             CacheStatus::Hit
         };
+        self.record(&span, status);
+        Ok((found, status))
+    }
+
+    fn record(&self, span: &tracing::Span, status: CacheStatus) {
         crate::telemetry::metrics::metrics().cache(self.inner.name, status == CacheStatus::Hit);
         span.record("cache.result", status.as_str());
-        Ok((found, status))
     }
 
     /// Drops `key` everywhere: here, in Redis, and (by pub/sub) on every replica.
