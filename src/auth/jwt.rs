@@ -19,6 +19,7 @@
 //! invalid; [`watch_jwks`] calls it on SIGHUP and when a key file changes.
 
 mod keys;
+mod verified;
 mod watch;
 
 #[cfg(test)]
@@ -36,8 +37,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use self::keys::{KeySet, KeySources, load_key_set};
 pub use self::{keys::KeyLoadError, watch::watch_jwks};
+use self::{
+    keys::{KeySet, KeySources, load_key_set},
+    verified::VerifiedTokens,
+};
 use super::Authenticated;
 use crate::{
     config::JwtConfig,
@@ -144,6 +148,8 @@ pub struct JwtKeys {
     base: Validation,
     issuer: String,
     audience: String,
+    /// Tokens that verified, until they expire or the keys change.
+    verified: Arc<VerifiedTokens>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -268,6 +274,7 @@ impl JwtKeys {
             base,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
+            verified: Arc::default(),
         })
     }
 
@@ -303,6 +310,7 @@ impl JwtKeys {
             base,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
+            verified: Arc::default(),
         })
     }
 
@@ -310,8 +318,25 @@ impl JwtKeys {
         Arc::clone(&self.kid_keys.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Verifies a compact JWS and returns who it names.
+    /// Verifies a compact JWS and returns who it names. A token that
+    /// verified before answers from the verified-token cache until its
+    /// `exp` or the next key reload (`verified.rs`).
     pub fn verify(&self, token: &str) -> Result<Authenticated, AppError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(who) = self.verified.get(token, now) {
+            return Ok(who);
+        }
+        // The generation before verifying: a reload meanwhile makes the
+        // entry stale at once.
+        let generation = self.verified.generation();
+        let (who, claims) = self.verify_uncached(token)?;
+        if claims.nbf.is_none_or(|nbf| nbf <= now) {
+            self.verified.insert(token, who, claims.exp, generation, now);
+        }
+        Ok(who)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(Authenticated, Claims), AppError> {
         // Pin the algorithm before anything else: `none` or a malformed
         // header never reaches signature verification.
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
@@ -350,7 +375,7 @@ impl JwtKeys {
             .map_err(|_| unauthenticated("TOKEN_CLAIMS_INVALID", "the token's `tid` claim is not a UUID"))?;
         let user = Uuid::parse_str(&claims.sub)
             .map_err(|_| unauthenticated("TOKEN_CLAIMS_INVALID", "the token's `sub` claim is not a UUID"))?;
-        Ok(authenticated(TenantId(tenant), UserId(user)))
+        Ok((authenticated(TenantId(tenant), UserId(user)), claims))
     }
 
     /// Signs a token for `user` of `tenant`, valid for `ttl` (HS256).

@@ -322,6 +322,7 @@ impl JwtKeys {
             Ok(set) => {
                 tracing::info!(kids = ?set.kids(), "JWT keys reloaded");
                 *self.kid_keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+                self.verified.keys_changed();
                 Ok(())
             }
             Err(e) => {
