@@ -135,26 +135,32 @@ impl TicketsService {
         Self::check_assignee(&mut tx, "ticket.assignee_id", new.assignee_id).await?;
         let digest = new.digest();
         let ticket = new.into_ticket(Uuid::now_v7(), ctx.principal.user_id, now());
-        if let Some(rid) = request_id {
-            let response = serde_json::to_value(&ticket).map_err(AppError::internal)?;
-            match idempotency::claim(tx.conn(), tenant, CREATE_OPERATION, rid, &digest, &response).await? {
-                Claim::Claimed => {}
-                Claim::Existing { request_hash, response } => {
-                    tx.commit().await?;
-                    if request_hash != digest {
-                        return Err(AppError::invalid(
-                            "request_id",
-                            "REQUEST_ID_REUSED",
-                            "this request_id was used within 24 hours for a different request",
-                        ));
-                    }
-                    return serde_json::from_value(response).map_err(AppError::internal);
-                }
-            }
+        let Some(rid) = request_id else {
+            store::insert(tx.conn(), tenant, &ticket).await?;
+            tx.commit().await?;
+            return Ok(ticket);
+        };
+        let response = serde_json::to_value(&ticket).map_err(AppError::internal)?;
+        if store::insert_claimed(tx.conn(), tenant, &ticket, CREATE_OPERATION, rid, &digest, &response).await? {
+            tx.commit().await?;
+            return Ok(ticket);
         }
-        store::insert(tx.conn(), tenant, &ticket).await?;
-        tx.commit().await?;
-        Ok(ticket)
+        let Claim::Existing { request_hash, response } =
+            idempotency::existing(tx.conn(), tenant, CREATE_OPERATION, rid).await?
+        else {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "idempotency key neither claimed nor stored"
+            )));
+        };
+        tx.finish_read();
+        if request_hash != digest {
+            return Err(AppError::invalid(
+                "request_id",
+                "REQUEST_ID_REUSED",
+                "this request_id was used within 24 hours for a different request",
+            ));
+        }
+        serde_json::from_value(response).map_err(AppError::internal)
     }
 
     /// UpdateTicket: applies `patch` when `etag` (if any) is current.

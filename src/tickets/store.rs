@@ -74,6 +74,51 @@ pub async fn insert(conn: &mut PgConnection, tenant: TenantId, t: &Ticket) -> Re
     Ok(())
 }
 
+/// Claims the idempotency key `(operation, request_id)` and, only when this
+/// transaction claimed it, inserts the ticket: one statement, one round trip.
+/// Returns whether the key was claimed (and so the ticket inserted); when not,
+/// `idempotency::existing` has the first request's response.
+pub async fn insert_claimed(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    t: &Ticket,
+    operation: &str,
+    request_id: Uuid,
+    request_hash: &[u8],
+    response: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let claimed: bool = sqlx::query_scalar(concat!(
+        "with claim as (",
+        crate::claim_sql!(),
+        "), ticket as (\
+           insert into tickets (tenant_id, id, title, description, status, priority, assignee_id, reporter_id, \
+                                tags, create_time, update_time, resolve_time, version) \
+           select $1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 where exists (select from claim) \
+         ) \
+         select exists (select from claim)"
+    ))
+    .bind(tenant.0)
+    .bind(operation)
+    .bind(request_id)
+    .bind(request_hash)
+    .bind(response)
+    .bind(t.id)
+    .bind(&t.title)
+    .bind(&t.description)
+    .bind(t.status.as_str())
+    .bind(t.priority.as_str())
+    .bind(t.assignee_id)
+    .bind(t.reporter_id)
+    .bind(&t.tags)
+    .bind(t.create_time)
+    .bind(t.update_time)
+    .bind(t.resolve_time)
+    .bind(t.version)
+    .fetch_one(conn)
+    .await?;
+    Ok(claimed)
+}
+
 /// One ticket, optionally locked for an update in this transaction.
 pub async fn get(
     conn: &mut PgConnection,
