@@ -31,6 +31,7 @@ mod rate_limit;
 mod redis;
 mod replicas;
 mod rls;
+mod round_trips;
 mod stats_figures;
 mod stats_rollups;
 mod stats_validation_and_isolation;
