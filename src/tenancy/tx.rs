@@ -52,7 +52,9 @@ impl TenantTx {
     pub async fn begin(pool: &PgPool, tenant: TenantId, budget: Budget) -> Result<Self, AppError> {
         let left = budget.remaining()?;
         let waiting = crate::telemetry::metrics::PendingConnection::new();
-        let conn = tokio::time::timeout(left, pool.acquire()).await;
+        // sqlx's acquire future is ~8.6 KB: boxed, it does not inflate (and
+        // get copied with) every RPC's future that begins a transaction.
+        let conn = tokio::time::timeout(left, Box::pin(pool.acquire())).await;
         drop(waiting);
         let conn = match conn {
             Ok(conn) => conn?,
