@@ -277,7 +277,7 @@ impl Application {
             directory.clone(),
             hasher,
         ))
-        .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
+        .into_server(s);
         let stats_cache = cache::TwoTier::new(
             "stats",
             10_000,
@@ -294,20 +294,20 @@ impl Application {
             cfg.database.statement_timeout,
             stats_cache,
         ))
-        .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
+        .into_server(s);
         let operations =
             crate::operations::grpc::OperationsGrpc::new(crate::operations::service::OperationsService::new(
                 pool.clone(),
                 page_tokens.clone(),
                 cfg.database.statement_timeout,
             ))
-            .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
+            .into_server(s);
         let tickets = TicketsGrpc::new(TicketsService::new(
             pool.clone(),
             page_tokens,
             cfg.database.statement_timeout,
         ))
-        .into_server(s.max_decoding_message_size, s.max_encoding_message_size);
+        .into_server(s);
 
         // Outermost first; see middleware.rs for why each sits where it does.
         let layers = ServiceBuilder::new()

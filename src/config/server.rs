@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub max_decoding_message_size: usize,
     /// Largest response message, in bytes.
     pub max_encoding_message_size: usize,
+    /// Compress responses (gzip or zstd) for clients that accept it. Off by
+    /// default: requests may always be compressed.
+    pub compress_responses: bool,
     /// HTTP/2 PING interval on idle connections.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             max_frame_size: 16 * 1024,
             max_decoding_message_size: 4 * 1024 * 1024,
             max_encoding_message_size: 4 * 1024 * 1024,
+            compress_responses: false,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_in_flight: 1024,

@@ -33,16 +33,9 @@ impl OperationsGrpc {
     /// The tonic server for this service.
     pub fn into_server(
         self,
-        max_decode: usize,
-        max_encode: usize,
+        cfg: &crate::config::ServerConfig,
     ) -> operations_service_server::OperationsServiceServer<Self> {
-        operations_service_server::OperationsServiceServer::new(self)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .max_decoding_message_size(max_decode)
-            .max_encoding_message_size(max_encode)
+        crate::grpc_util::configure_codec!(operations_service_server::OperationsServiceServer::new(self), cfg)
     }
 }
 

@@ -35,14 +35,8 @@ impl StatsGrpc {
     }
 
     /// The tonic server for this service.
-    pub fn into_server(self, max_decode: usize, max_encode: usize) -> stats_service_server::StatsServiceServer<Self> {
-        stats_service_server::StatsServiceServer::new(self)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .max_decoding_message_size(max_decode)
-            .max_encoding_message_size(max_encode)
+    pub fn into_server(self, cfg: &crate::config::ServerConfig) -> stats_service_server::StatsServiceServer<Self> {
+        crate::grpc_util::configure_codec!(stats_service_server::StatsServiceServer::new(self), cfg)
     }
 }
 

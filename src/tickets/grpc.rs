@@ -38,18 +38,8 @@ impl TicketsGrpc {
     }
 
     /// The tonic server for this service.
-    pub fn into_server(
-        self,
-        max_decode: usize,
-        max_encode: usize,
-    ) -> tickets_service_server::TicketsServiceServer<Self> {
-        tickets_service_server::TicketsServiceServer::new(self)
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .send_compressed(tonic::codec::CompressionEncoding::Zstd)
-            .max_decoding_message_size(max_decode)
-            .max_encoding_message_size(max_encode)
+    pub fn into_server(self, cfg: &crate::config::ServerConfig) -> tickets_service_server::TicketsServiceServer<Self> {
+        crate::grpc_util::configure_codec!(tickets_service_server::TicketsServiceServer::new(self), cfg)
     }
 }
 

@@ -43,15 +43,8 @@ impl UsersGrpc {
     }
 
     /// The tonic server for this service.
-    pub fn into_server(self, max_decode: usize, max_encode: usize) -> users_service_server::UsersServiceServer<Self> {
-        use tonic::codec::CompressionEncoding::{Gzip, Zstd};
-        users_service_server::UsersServiceServer::new(self)
-            .accept_compressed(Gzip)
-            .send_compressed(Gzip)
-            .accept_compressed(Zstd)
-            .send_compressed(Zstd)
-            .max_decoding_message_size(max_decode)
-            .max_encoding_message_size(max_encode)
+    pub fn into_server(self, cfg: &crate::config::ServerConfig) -> users_service_server::UsersServiceServer<Self> {
+        crate::grpc_util::configure_codec!(users_service_server::UsersServiceServer::new(self), cfg)
     }
 }
 

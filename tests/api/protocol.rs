@@ -111,29 +111,35 @@ async fn oversized_request_is_refused() {
 }
 
 #[tokio::test]
-async fn gzip_compressed_calls_work() {
-    let app = spawn_app().await;
-    let caller = app.caller(Role::Agent).await;
-    let mut client = app
-        .tickets()
-        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let created = client
-        .create_ticket(authed(
-            &caller.token,
-            pb::CreateTicketRequest {
-                ticket: Some(pb::Ticket {
-                    title: "compressed".into(),
-                    description: "y".repeat(50_000),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .expect("gzip create")
-        .into_inner()
-        .ticket
-        .expect("ticket");
-    assert_eq!(created.description.len(), 50_000);
+async fn gzip_requests_are_accepted_and_responses_compressed_only_when_configured() {
+    for compress_responses in [false, true] {
+        let app = spawn_app_with(|c| c.server.compress_responses = compress_responses).await;
+        let caller = app.caller(Role::Agent).await;
+        let mut client = app
+            .tickets()
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let res = client
+            .create_ticket(authed(
+                &caller.token,
+                pb::CreateTicketRequest {
+                    ticket: Some(pb::Ticket {
+                        title: "compressed".into(),
+                        description: "y".repeat(50_000),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .expect("gzip create");
+        let encoding = res
+            .metadata()
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap_or("?").to_owned());
+        let want = compress_responses.then(|| "gzip".to_owned());
+        assert_eq!(encoding, want, "compress_responses = {compress_responses}");
+        let ticket = res.into_inner().ticket.expect("ticket");
+        assert_eq!(ticket.description.len(), 50_000);
+    }
 }
