@@ -213,12 +213,6 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
     if let Some((mut p, _)) = bare.take() {
         p.stop();
     }
-    if let Err(e) = server::clean_redis(&deskd.redis_prefix).await {
-        eprintln!(
-            "warning: could not delete the Redis keys under {}: {e}",
-            deskd.redis_prefix
-        );
-    }
 
     report::add_ratios(&limits, &mut rows);
     let all_ok = rows.iter().all(|r| r.summary.error_count() == 0);
@@ -289,6 +283,11 @@ fn run(args: Args) -> ExitCode {
         if let Err(e) = db.drop_db().await {
             eprintln!("warning: could not drop database {}: {e}", db.name);
         }
+        // deskd's keys (rate limits, caches) under this run's prefix.
+        let prefix = server::redis_prefix();
+        if let Err(e) = server::clean_redis(&prefix).await {
+            eprintln!("warning: could not delete the Redis keys under {prefix}: {e}");
+        }
         match outcome {
             Ok(Ok(true)) => ExitCode::SUCCESS,
             Ok(Ok(false)) => ExitCode::FAILURE,
@@ -304,7 +303,7 @@ fn run(args: Args) -> ExitCode {
 fn main() -> ExitCode {
     match args::parse(std::env::args().skip(1)) {
         Err(e) => {
-            eprintln!("load: {e}\n\n{}", args::USAGE);
+            eprintln!("load: {e} (--help lists the options)");
             ExitCode::from(2)
         }
         Ok(Mode::Help) => {

@@ -84,7 +84,6 @@ pub struct Deskd {
     pub addr: SocketAddr,
     /// From spawn to the first health check answering SERVING.
     pub startup: Duration,
-    pub redis_prefix: String,
 }
 
 /// Starts `deskd serve` against the bench database (the owner URL is set,
@@ -93,7 +92,7 @@ pub struct Deskd {
 pub async fn start_deskd(db: &Db, cwd: &Path) -> Result<Deskd, String> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let redis_prefix = format!("deskd-bench-load-{}", std::process::id());
+    let redis_prefix = redis_prefix();
     let log = File::create(cwd.join("deskd-serve.log")).map_err(|e| format!("log file: {e}"))?;
     let high = "1000000000".to_string();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskd"));
@@ -144,7 +143,6 @@ pub async fn start_deskd(db: &Db, cwd: &Path) -> Result<Deskd, String> {
         startup: started.elapsed(),
         proc,
         addr,
-        redis_prefix,
     })
 }
 
@@ -160,6 +158,11 @@ async fn serving(endpoint: &str) -> bool {
         health.check(HealthCheckRequest { service: String::new() }).await,
         Ok(r) if r.get_ref().status == ServingStatus::Serving as i32
     )
+}
+
+/// The Redis key prefix of this run's deskd.
+pub fn redis_prefix() -> String {
+    format!("deskd-bench-load-{}", std::process::id())
 }
 
 /// Deletes the Redis keys deskd wrote under `prefix`.
