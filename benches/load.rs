@@ -109,10 +109,11 @@ fn failed_limit(name: &str, concurrency: u32, e: String) -> LimitRow {
 
 fn progress(what: &str, c: u32, s: &driver::Summary) {
     println!(
-        "  c={c:<3} {what:<24} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+        "  c={c:<3} {what:<24} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  server CPU {} µs/req  errors {}",
         s.rps,
         s.p50_ms,
         s.p99_ms,
+        s.server_cpu_us_per_ok.map_or("?".into(), |v| format!("{v:.0}")),
         s.error_count()
     );
 }
@@ -135,7 +136,7 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
     );
     let postgres = seed::postgres_version(db).await;
 
-    let mut deskd = server::start_deskd(db, dir.path()).await?;
+    let mut deskd = server::start_deskd(db, dir.path(), args.redis).await?;
     let pid = deskd.proc.pid().unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss_idle_kib, _) = server::memory_kib(pid);
@@ -145,6 +146,7 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
         rss_idle_kib.unwrap_or(0)
     );
     let mut bare = if args.limits { Some(server::start_bare()?) } else { None };
+    let bare_pid = bare.as_ref().and_then(|(p, _)| p.pid());
 
     let now_micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -165,7 +167,15 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
             duration: args.duration,
         };
         if let Some((_, addr)) = &bare {
-            let r = driver::run(*addr, &seeded.tenants, Scenario::GetTicket, shape, shared.clone()).await;
+            let r = driver::run(
+                *addr,
+                bare_pid,
+                &seeded.tenants,
+                Scenario::GetTicket,
+                shape,
+                shared.clone(),
+            )
+            .await;
             if let Ok(s) = &r {
                 progress("limit.bare_tonic", c, s);
             }
@@ -197,7 +207,7 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
             }
         }
         for &scenario in &args.scenarios {
-            let s = driver::run(deskd.addr, &seeded.tenants, scenario, shape, shared.clone()).await?;
+            let s = driver::run(deskd.addr, Some(pid), &seeded.tenants, scenario, shape, shared.clone()).await?;
             progress(scenario.name(), c, &s);
             rows.push(ScenarioRow {
                 name: scenario.name().into(),
@@ -233,6 +243,7 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
             warmup_s: args.warmup.as_secs_f64(),
             connections: args.connections,
             concurrency: args.concurrency.clone(),
+            redis: args.redis,
         },
         server: report::ServerFacts {
             startup_ms: deskd.startup.as_secs_f64() * 1000.0,

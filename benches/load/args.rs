@@ -21,6 +21,8 @@ pub struct Args {
     pub scenarios: Vec<Scenario>,
     /// Measure the limits (bare tonic service, pgbench).
     pub limits: bool,
+    /// Give deskd Redis (rate limits and caches shared through it).
+    pub redis: bool,
     /// Where the JSON report goes.
     pub json: PathBuf,
     /// A baseline report to compare with.
@@ -48,6 +50,7 @@ cargo bench --bench load -- [options]
   --scenarios LIST     any of get,list,create,update,me,stats-cached,stats-uncached,mixed
                        (default: all)
   --no-limits          skip the bare tonic service and pgbench (ratios are then absent)
+  --no-redis           serve without Redis (in-process rate limits and caches only)
   --json PATH          the JSON report (default target/bench-load.json)
   --compare PATH       compare with a baseline JSON report by ratio to the same-run
                        limits; prints a warning per scenario that moved more than 20 %
@@ -65,6 +68,7 @@ impl Default for Args {
             connections: 4,
             scenarios: Scenario::ALL.to_vec(),
             limits: true,
+            redis: true,
             json: PathBuf::from("target/bench-load.json"),
             compare: None,
         }
@@ -145,6 +149,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Mode, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--no-limits" => a.limits = false,
+            "--no-redis" => a.redis = false,
             "--json" => a.json = PathBuf::from(value(&mut it, &arg)?),
             "--compare" => a.compare = Some(PathBuf::from(value(&mut it, &arg)?)),
             "--quick" => {

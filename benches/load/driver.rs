@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     scenarios::{CALL_TIMEOUT, Scenario, Shared, Worker},
     seed::Tenant,
+    server,
 };
 
 /// What one worker saw inside the measured window.
@@ -39,6 +40,11 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     /// Non-OK outcomes during the warm-up (not in `errors`).
     pub warmup_errors: u64,
+    /// The server process's CPU time (user + system) in the measured
+    /// window per OK response, in µs: unlike req/s it hardly depends on
+    /// what else the machine runs (clock-tick resolution, 10 ms per window).
+    #[serde(default)]
+    pub server_cpu_us_per_ok: Option<f64>,
 }
 
 impl Summary {
@@ -56,7 +62,7 @@ pub fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn summarize(parts: Vec<Partial>, measured: Duration) -> Summary {
+fn summarize(parts: Vec<Partial>, measured: Duration, server_cpu: Option<Duration>) -> Summary {
     let mut all = Vec::with_capacity(parts.iter().map(|p| p.ok_micros.len()).sum());
     let mut errors = BTreeMap::new();
     let mut warmup_errors = 0;
@@ -76,6 +82,9 @@ fn summarize(parts: Vec<Partial>, measured: Duration) -> Summary {
         p90_ms: ms(percentile(&all, 90.0)),
         p99_ms: ms(percentile(&all, 99.0)),
         max_ms: ms(all.last().copied().unwrap_or(0)),
+        server_cpu_us_per_ok: server_cpu
+            .filter(|_| !all.is_empty())
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / all.len() as f64),
         errors,
         warmup_errors,
     }
@@ -91,9 +100,11 @@ pub struct Shape {
 }
 
 /// Connects `shape.connections` clients to `addr` (alternating between
-/// the tenants) and runs `scenario` on them.
+/// the tenants) and runs `scenario` on them; `server_pid` is the process
+/// whose CPU time is sampled over the measured window.
 pub async fn run(
     addr: SocketAddr,
+    server_pid: Option<u32>,
     tenants: &[Tenant],
     scenario: Scenario,
     shape: Shape,
@@ -154,9 +165,14 @@ pub async fn run(
             part
         }));
     }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_from = server_pid.and_then(server::cpu_time);
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_to = server_pid.and_then(server::cpu_time);
+    let server_cpu = cpu_from.zip(cpu_to).map(|(a, b)| b.saturating_sub(a));
     let mut parts = Vec::new();
     for t in tasks {
         parts.push(t.await.map_err(|e| format!("worker task: {e}"))?);
     }
-    Ok(summarize(parts, shape.duration))
+    Ok(summarize(parts, shape.duration, server_cpu))
 }

@@ -31,6 +31,9 @@ pub struct RunConfig {
     pub warmup_s: f64,
     pub connections: u32,
     pub concurrency: Vec<u32>,
+    /// Whether deskd had Redis (rate limits and caches through it).
+    #[serde(default)]
+    pub redis: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,8 +146,13 @@ pub fn print(r: &Report) {
     );
     let c = &r.config;
     println!(
-        "run: {} tickets per tenant × {} tenants; {} s measured after {} s warm-up; {} connections (at most c)",
-        c.tickets_per_tenant, c.tenants, c.duration_s, c.warmup_s, c.connections
+        "run: {} tickets per tenant × {} tenants; {} s measured after {} s warm-up; {} connections (at most c); {}",
+        c.tickets_per_tenant,
+        c.tenants,
+        c.duration_s,
+        c.warmup_s,
+        c.connections,
+        if c.redis { "with Redis" } else { "without Redis" }
     );
     let s = &r.server;
     let mib = |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
@@ -160,9 +168,10 @@ pub fn print(r: &Report) {
     );
     println!();
     println!(
-        "{:<24} {:>4} {:>9} {:>10} {:>10} {:>7} {:>7} {:>7} {:>8}  errors",
-        "scenario", "c", "req/s", "vs bare", "vs pg", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        "{:<24} {:>4} {:>9} {:>10} {:>10} {:>7} {:>7} {:>7} {:>8} {:>9}  errors",
+        "scenario", "c", "req/s", "vs bare", "vs pg", "p50 ms", "p90 ms", "p99 ms", "max ms", "CPU µs/r"
     );
+    let cpu = |s: &Summary| s.server_cpu_us_per_ok.map_or("?".into(), |v| format!("{v:.0}"));
     let mut concurrencies: Vec<u32> = r.scenarios.iter().map(|s| s.concurrency).collect();
     concurrencies.extend(r.limits.iter().map(|l| l.concurrency));
     concurrencies.sort_unstable();
@@ -174,7 +183,7 @@ pub fn print(r: &Report) {
                 println!("{name:<24} {conc:>4} failed: {f}");
             } else if let Some(s) = &l.summary {
                 println!(
-                    "{name:<24} {conc:>4} {:>9.0} {:>10} {:>10} {:>7.2} {:>7.2} {:>7.2} {:>8.2}  {}",
+                    "{name:<24} {conc:>4} {:>9.0} {:>10} {:>10} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>9}  {}",
                     l.rps,
                     "",
                     "",
@@ -182,6 +191,7 @@ pub fn print(r: &Report) {
                     s.p90_ms,
                     s.p99_ms,
                     s.max_ms,
+                    cpu(s),
                     errors_text(s)
                 );
             } else {
@@ -207,7 +217,7 @@ pub fn print(r: &Report) {
             };
             let s = &row.summary;
             println!(
-                "{:<24} {conc:>4} {:>9.0} {:>10} {:>10} {:>7.2} {:>7.2} {:>7.2} {:>8.2}  {}",
+                "{:<24} {conc:>4} {:>9.0} {:>10} {:>10} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>9}  {}",
                 row.name,
                 s.rps,
                 ratio(bare),
@@ -216,6 +226,7 @@ pub fn print(r: &Report) {
                 s.p90_ms,
                 s.p99_ms,
                 s.max_ms,
+                cpu(s),
                 errors_text(s)
             );
         }
@@ -223,6 +234,7 @@ pub fn print(r: &Report) {
     println!();
     println!("vs bare: req/s ÷ limit.bare_tonic; vs pg: ÷ limit.pg_get_ticket (GetTicket) or");
     println!("limit.pg_create_ticket (CreateTicket), each at the same concurrency. Every ratio is in the JSON.");
+    println!("CPU µs/r: the server process's CPU time in the measured window per OK response.");
 }
 
 pub fn write_json(r: &Report, path: &Path) -> Result<(), String> {
@@ -248,6 +260,10 @@ pub fn compare(current: &Report, baseline_path: &Path) -> Result<(), String> {
         base.machine.git_commit.as_deref().unwrap_or("?"),
         base.machine.date_utc
     );
+    if base.config.redis != current.config.redis || base.config.tickets_per_tenant != current.config.tickets_per_tenant
+    {
+        println!("  note: the baseline ran with other settings (Redis, tickets); ratios may differ for that reason");
+    }
     let (mut compared, mut moved, mut missing) = (0, 0, 0);
     for row in &current.scenarios {
         let limit = primary_limit(&row.name);

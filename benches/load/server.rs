@@ -71,6 +71,29 @@ pub fn memory_kib(pid: u32) -> (Option<u64>, Option<u64>) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields count from after ")".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
 /// A port that was free a moment ago (deskd is given a fixed port: with
 /// `DESKD_LOG_FILTER=warn` it does not log the one it picked for port 0).
 fn free_port() -> Result<u16, String> {
@@ -87,9 +110,10 @@ pub struct Deskd {
 }
 
 /// Starts `deskd serve` against the bench database (the owner URL is set,
-/// so it checks the migrations, which are all applied already) and waits
-/// until `grpc.health.v1` answers SERVING.
-pub async fn start_deskd(db: &Db, cwd: &Path) -> Result<Deskd, String> {
+/// so it checks the migrations, which are all applied already), with Redis
+/// at 127.0.0.1:6379 under a key prefix of its own when `redis` is set, and
+/// waits until `grpc.health.v1` answers SERVING.
+pub async fn start_deskd(db: &Db, cwd: &Path, redis: bool) -> Result<Deskd, String> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let redis_prefix = redis_prefix();
@@ -102,8 +126,6 @@ pub async fn start_deskd(db: &Db, cwd: &Path) -> Result<Deskd, String> {
         .env("DESKD_LISTEN_ADDR", addr.to_string())
         .env("DESKD_ADMIN_ADDR", "127.0.0.1:0")
         .env("DESKD_SECRET_KEY", "bench-load-server-secret-0123456789abcdef")
-        .env("DESKD_REDIS_URL", "redis://127.0.0.1:6379/0")
-        .env("DESKD_REDIS_KEY_PREFIX", &redis_prefix)
         .env("DESKD_EXPORTS_DIR", cwd.join("exports"))
         // Generous quotas: this measures the request path, not refusals.
         .env("DESKD_RATE_LIMIT__PRINCIPAL__REQUESTS", &high)
@@ -114,6 +136,10 @@ pub async fn start_deskd(db: &Db, cwd: &Path) -> Result<Deskd, String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
+    if redis {
+        cmd.env("DESKD_REDIS_URL", "redis://127.0.0.1:6379/0")
+            .env("DESKD_REDIS_KEY_PREFIX", &redis_prefix);
+    }
     let started = Instant::now();
     let child = cmd.spawn().map_err(|e| format!("spawn deskd serve: {e}"))?;
     let mut proc = Proc {
