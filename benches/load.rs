@@ -145,6 +145,10 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
         deskd.startup.as_secs_f64() * 1000.0,
         rss_idle_kib.unwrap_or(0)
     );
+    let response_encoding = driver::response_encoding(deskd.addr, &seeded.tenants[0])
+        .await
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    println!("deskd's responses to this client are compressed with: {response_encoding}");
     let mut bare = if args.limits { Some(server::start_bare()?) } else { None };
     let bare_pid = bare.as_ref().and_then(|(p, _)| p.pid());
 
@@ -249,6 +253,7 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
             startup_ms: deskd.startup.as_secs_f64() * 1000.0,
             rss_idle_kib,
             rss_peak_kib,
+            response_encoding,
             migrate_s: seeded.migrate.as_secs_f64(),
             seed_s: seeded.seed.as_secs_f64(),
             vacuum_s: seeded.vacuum.as_secs_f64(),

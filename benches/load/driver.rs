@@ -90,6 +90,31 @@ fn summarize(parts: Vec<Partial>, measured: Duration, server_cpu: Option<Duratio
     }
 }
 
+/// The `grpc-encoding` of a GetCurrentUser response to the client as the
+/// scenarios configure it (`deskd-client` accepts gzip and zstd
+/// responses): "identity" when the server does not compress.
+pub async fn response_encoding(addr: SocketAddr, tenant: &Tenant) -> Result<String, String> {
+    let client = DeskdClient::builder(format!("http://{addr}"))
+        .bearer_token(tenant.token.clone())
+        .tenant(&tenant.id)
+        .retry(RetryPolicy::none())
+        .connect()
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let resp = client
+        .users()
+        .raw()
+        .get_current_user(deskd_client::proto::users::v1::GetCurrentUserRequest {})
+        .await
+        .map_err(|s| format!("GetCurrentUser: {s}"))?;
+    Ok(resp
+        .metadata()
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .to_string())
+}
+
 /// How a run is shaped.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {

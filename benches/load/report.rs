@@ -44,6 +44,9 @@ pub struct ServerFacts {
     pub rss_idle_kib: Option<u64>,
     /// VmHWM after the last run (the highest concurrency ran last).
     pub rss_peak_kib: Option<u64>,
+    /// `grpc-encoding` of deskd's responses to the benchmark's client.
+    #[serde(default)]
+    pub response_encoding: String,
     pub migrate_s: f64,
     pub seed_s: f64,
     pub vacuum_s: f64,
@@ -157,10 +160,11 @@ pub fn print(r: &Report) {
     let s = &r.server;
     let mib = |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
     println!(
-        "deskd serve: start to SERVING {:.0} ms; RSS idle {}; peak RSS (VmHWM) after the runs {}",
+        "deskd serve: start to SERVING {:.0} ms; RSS idle {}; peak RSS (VmHWM) after the runs {}; responses {}",
         s.startup_ms,
         mib(s.rss_idle_kib),
-        mib(s.rss_peak_kib)
+        mib(s.rss_peak_kib),
+        s.response_encoding
     );
     println!(
         "seed: migrate {:.1} s, tickets {:.1} s, VACUUM ANALYZE {:.1} s",
