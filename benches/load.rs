@@ -120,6 +120,7 @@ fn progress(what: &str, c: u32, s: &driver::Summary) {
 
 /// The whole run; returns whether every request succeeded.
 async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
+    let baseline = args.compare.as_deref().map(report::load_baseline).transpose()?;
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let loadavg_before = load_average();
     println!(
@@ -264,8 +265,8 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
     report::print(&report);
     report::write_json(&report, &args.json)?;
     println!("JSON: {}", args.json.display());
-    if let Some(baseline) = &args.compare {
-        report::compare(&report, baseline)?;
+    if let (Some(base), Some(path)) = (&baseline, &args.compare) {
+        report::compare(&report, base, path);
     }
     if !all_ok {
         eprintln!("load: some requests failed (see the errors column)");

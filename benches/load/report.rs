@@ -249,14 +249,16 @@ pub fn write_json(r: &Report, path: &Path) -> Result<(), String> {
     std::fs::write(path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))
 }
 
+/// Reads a baseline report (before the run, so a bad path fails at once).
+pub fn load_baseline(path: &Path) -> Result<Report, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("read baseline {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("baseline {} is not a report: {e}", path.display()))
+}
+
 /// Compares by ratio to the same-run limit and prints a `warning:` line for
 /// every scenario whose ratio moved more than [`THRESHOLD`]. Never fails
-/// for a slowdown; only an unreadable baseline is an error.
-pub fn compare(current: &Report, baseline_path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(baseline_path)
-        .map_err(|e| format!("read baseline {}: {e}", baseline_path.display()))?;
-    let base: Report = serde_json::from_str(&text)
-        .map_err(|e| format!("baseline {} is not a report: {e}", baseline_path.display()))?;
+/// for a slowdown.
+pub fn compare(current: &Report, base: &Report, baseline_path: &Path) {
     println!();
     println!(
         "compare with {} (commit {}, {}), by ratio to the same-run limit:",
@@ -285,8 +287,15 @@ pub fn compare(current: &Report, baseline_path: &Path) -> Result<(), String> {
         };
         compared += 1;
         let change = now / then - 1.0;
+        let cpu = match (
+            old.and_then(|b| b.summary.server_cpu_us_per_ok),
+            row.summary.server_cpu_us_per_ok,
+        ) {
+            (Some(a), Some(b)) => format!("; server CPU {a:.0} → {b:.0} µs/req"),
+            _ => String::new(),
+        };
         let line = format!(
-            "{} c={}: ratio to {limit} {then:.3} → {now:.3} ({:+.0} %; {:.0} → {:.0} req/s)",
+            "{} c={}: ratio to {limit} {then:.3} → {now:.3} ({:+.0} %; {:.0} → {:.0} req/s{cpu})",
             row.name,
             row.concurrency,
             change * 100.0,
@@ -316,5 +325,4 @@ pub fn compare(current: &Report, baseline_path: &Path) -> Result<(), String> {
         "compare: {compared} scenario runs compared, {moved} moved more than {:.0} %, {missing} without a baseline figure",
         THRESHOLD * 100.0
     );
-    Ok(())
 }
