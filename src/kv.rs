@@ -2,6 +2,11 @@
 //! connection never reconnects; the pool replaces broken ones), key
 //! namespacing, a short bound on every call, and outage bookkeeping.
 //!
+//! A connection is not PINGed on every checkout (that was a second round
+//! trip per rate-limit decision): it marks itself broken when a call fails
+//! at the connection level (I/O, dropped, timed out: its response timeout is
+//! the op timeout), and the pool drops it when it comes back.
+//!
 //! Redis is never the system of record here: every caller has a way to go
 //! on without it (rate limits fail open or closed by config, caches fall
 //! through to PostgreSQL), so every call returns `Err(RedisDown)` rather
@@ -15,7 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bb8_redis::{RedisConnectionManager, bb8};
+use bb8_redis::bb8;
+use redis::{RedisError, RedisFuture, Value, aio::MultiplexedConnection};
 use secrecy::ExposeSecret as _;
 
 use crate::config::RedisConfig;
@@ -25,11 +31,85 @@ use crate::config::RedisConfig;
 pub struct RedisDown;
 
 /// A pooled connection.
-pub type Conn = bb8::PooledConnection<'static, RedisConnectionManager>;
+pub type Conn = bb8::PooledConnection<'static, Manager>;
+
+/// A multiplexed connection that remembers a connection-level failure.
+pub struct Tracked {
+    conn: MultiplexedConnection,
+    broken: bool,
+}
+
+impl Tracked {
+    fn note<T>(&mut self, result: &Result<T, RedisError>) {
+        if let Err(e) = result
+            && (e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error())
+        {
+            self.broken = true;
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for Tracked {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let result = self.conn.req_packed_command(cmd).await;
+            self.note(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.note(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+/// Makes `Tracked` connections; a broken one is not put back.
+pub struct Manager {
+    client: redis::Client,
+    config: redis::AsyncConnectionConfig,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = Tracked;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Tracked, RedisError> {
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        Ok(Tracked { conn, broken: false })
+    }
+
+    async fn is_valid(&self, conn: &mut Tracked) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Tracked) -> bool {
+        conn.broken
+    }
+}
 
 /// The shared Redis handle.
 pub struct Redis {
-    pool: bb8::Pool<RedisConnectionManager>,
+    pool: bb8::Pool<Manager>,
     client: redis::Client,
     prefix: String,
     op_timeout: Duration,
@@ -60,13 +140,18 @@ impl Redis {
             return Ok(None);
         }
         let client = redis::Client::open(url).map_err(|e| BadRedisUrl(e.to_string()))?;
-        let manager = RedisConnectionManager::new(url).map_err(|e| BadRedisUrl(e.to_string()))?;
+        let manager = Manager {
+            client: client.clone(),
+            config: redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(cfg.connect_timeout))
+                .set_response_timeout(Some(cfg.op_timeout)),
+        };
         let pool = bb8::Pool::builder()
             .max_size(cfg.max_connections)
             .connection_timeout(cfg.connect_timeout)
-            // A checked-out connection is PINGed: a multiplexed connection
-            // broken by a Redis restart is replaced instead of failing forever.
-            .test_on_check_out(true)
+            // No PING per checkout: a connection that failed at the
+            // connection level marks itself broken and is not put back.
+            .test_on_check_out(false)
             .retry_connection(false)
             .build_unchecked(manager);
         Ok(Some(Arc::new(Self {
