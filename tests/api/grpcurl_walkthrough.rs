@@ -154,11 +154,12 @@ async fn the_readme_grpcurl_walkthrough_runs_as_written() {
 
     let mut script = String::from("exec 2>&1\n");
     for (i, step) in steps.iter().enumerate() {
+        // `/tmp/` first: the paths put in after it may themselves be under /tmp.
         let body = step
             .script
+            .replace("/tmp/", &tmp)
             .replace(README_ADDR, &addr)
             .replace("cargo run -q --", env!("CARGO_BIN_EXE_deskd"))
-            .replace("/tmp/", &tmp)
             .replace("--schema . ", &format!("--schema {} ", root.display()));
         script.push_str(&format!("echo '@@step {i}@@'\n{body}\n"));
     }
