@@ -2,7 +2,7 @@
 //! tenant transaction and also filters by `tenant_id` explicitly: RLS is the
 //! second line of defence, not the only one.
 
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::{Arguments as _, PgConnection, Postgres, QueryBuilder, postgres::PgArguments};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -49,26 +49,36 @@ impl TryFrom<Row> for Ticket {
     }
 }
 
+/// Appends a ticket's columns, `id` to `version` in table order, to `args`.
+fn ticket_args(args: &mut PgArguments, t: &Ticket) -> Result<(), sqlx::Error> {
+    (|| {
+        args.add(t.id)?;
+        args.add(&t.title)?;
+        args.add(&t.description)?;
+        args.add(t.status.as_str())?;
+        args.add(t.priority.as_str())?;
+        args.add(t.assignee_id)?;
+        args.add(t.reporter_id)?;
+        args.add(&t.tags)?;
+        args.add(t.create_time)?;
+        args.add(t.update_time)?;
+        args.add(t.resolve_time)?;
+        args.add(t.version)
+    })()
+    .map_err(sqlx::Error::Encode)
+}
+
 /// Inserts a new ticket.
 pub async fn insert(conn: &mut PgConnection, tenant: TenantId, t: &Ticket) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let mut args = PgArguments::default();
+    args.add(tenant.0).map_err(sqlx::Error::Encode)?;
+    ticket_args(&mut args, t)?;
+    sqlx::query_with(
         "insert into tickets (tenant_id, id, title, description, status, priority, assignee_id, reporter_id, \
                               tags, create_time, update_time, resolve_time, version) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        args,
     )
-    .bind(tenant.0)
-    .bind(t.id)
-    .bind(&t.title)
-    .bind(&t.description)
-    .bind(t.status.as_str())
-    .bind(t.priority.as_str())
-    .bind(t.assignee_id)
-    .bind(t.reporter_id)
-    .bind(&t.tags)
-    .bind(t.create_time)
-    .bind(t.update_time)
-    .bind(t.resolve_time)
-    .bind(t.version)
     .execute(conn)
     .await?;
     Ok(())
@@ -87,33 +97,29 @@ pub async fn insert_claimed(
     request_hash: &[u8],
     response: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
-    let claimed: bool = sqlx::query_scalar(concat!(
-        "with claim as (",
-        crate::claim_sql!(),
-        "), ticket as (\
+    let mut args = PgArguments::default();
+    (|| {
+        args.add(tenant.0)?;
+        args.add(operation)?;
+        args.add(request_id)?;
+        args.add(request_hash)?;
+        args.add(response)
+    })()
+    .map_err(sqlx::Error::Encode)?;
+    ticket_args(&mut args, t)?;
+    let claimed: bool = sqlx::query_scalar_with(
+        concat!(
+            "with claim as (",
+            crate::claim_sql!(),
+            "), ticket as (\
            insert into tickets (tenant_id, id, title, description, status, priority, assignee_id, reporter_id, \
                                 tags, create_time, update_time, resolve_time, version) \
            select $1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 where exists (select from claim) \
          ) \
          select exists (select from claim)"
-    ))
-    .bind(tenant.0)
-    .bind(operation)
-    .bind(request_id)
-    .bind(request_hash)
-    .bind(response)
-    .bind(t.id)
-    .bind(&t.title)
-    .bind(&t.description)
-    .bind(t.status.as_str())
-    .bind(t.priority.as_str())
-    .bind(t.assignee_id)
-    .bind(t.reporter_id)
-    .bind(&t.tags)
-    .bind(t.create_time)
-    .bind(t.update_time)
-    .bind(t.resolve_time)
-    .bind(t.version)
+        ),
+        args,
+    )
     .fetch_one(conn)
     .await?;
     Ok(claimed)
