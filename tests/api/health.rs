@@ -22,12 +22,7 @@ async fn next_status(stream: &mut tonic::Streaming<tonic_health::pb::HealthCheck
 #[tokio::test]
 async fn health_flips_to_not_serving_while_postgres_is_unreachable_and_back() {
     let db = TestDb::create().await;
-    let (host, port) = pg_host_port();
-    let upstream = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .expect("resolve")
-        .next()
-        .expect("an address");
+    let upstream = pg_upstream().await;
     let proxy = Proxy::start(upstream).await;
     let url = db.app_url_via(proxy.addr);
     let app = spawn_app_on(db, move |c| {

@@ -33,6 +33,16 @@ pub fn pg_host_port() -> (String, u16) {
     (host, port)
 }
 
+/// The test PostgreSQL's socket address, for a proxy in front of it.
+pub async fn pg_upstream() -> std::net::SocketAddr {
+    let (host, port) = pg_host_port();
+    tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .expect("resolve")
+        .next()
+        .expect("an address")
+}
+
 /// The superuser used to create and drop test databases.
 pub fn admin_options() -> PgConnectOptions {
     let (host, port) = pg_host_port();

@@ -127,12 +127,7 @@ fn the_parser_counts_syncs_and_queries() {
 #[tokio::test]
 async fn rpcs_spend_the_round_trips_they_should() {
     let db = TestDb::create().await;
-    let (host, port) = pg_host_port();
-    let upstream = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .expect("resolve")
-        .next()
-        .expect("an address");
+    let upstream = pg_upstream().await;
     let proxy = CountingProxy::start(upstream).await;
     let url = db.app_url_via(proxy.addr);
     // One pooled connection, and nothing else on it: no health probes in
