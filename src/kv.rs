@@ -180,9 +180,43 @@ impl Redis {
         &self.client
     }
 
-    /// Runs `op` on a pooled connection, bounded by the op timeout; a failure
-    /// is counted and logged at most once per log interval.
+    /// Runs `op` on a pooled connection, bounded by the op timeout, inside a
+    /// client span named `what` when traces are on; a failure is counted and
+    /// logged at most once per log interval.
     pub async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, RedisDown>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let span = Self::span(what);
+        let result = tracing::Instrument::instrument(self.run_untraced(what, op), span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    /// A client span for a Redis operation `what` (disabled when traces are
+    /// off). For callers whose Redis work is shared by several requests: each
+    /// request waits inside its own span.
+    pub fn span(what: &'static str) -> tracing::Span {
+        if crate::telemetry::traces_enabled() {
+            tracing::info_span!(
+                "redis",
+                otel.name = what,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                db.system.name = "redis",
+                db.operation.name = what,
+                db.operation.batch.size = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        }
+    }
+
+    /// [`Redis::run`] without a span of its own.
+    pub async fn run_untraced<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, RedisDown>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -191,24 +225,7 @@ impl Redis {
             let conn = self.pool.get_owned().await.map_err(|e| e.to_string())?;
             op(conn).await.map_err(|e| e.to_string())
         };
-        let span = if crate::telemetry::traces_enabled() {
-            tracing::info_span!(
-                "redis",
-                otel.name = what,
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                db.system.name = "redis",
-                db.operation.name = what,
-            )
-        } else {
-            tracing::Span::none()
-        };
-        let attempt = tracing::Instrument::instrument(attempt, span.clone());
-        let result = tokio::time::timeout(self.op_timeout, attempt).await;
-        if !matches!(result, Ok(Ok(_))) {
-            span.record("otel.status_code", "ERROR");
-        }
-        match result {
+        match tokio::time::timeout(self.op_timeout, attempt).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 self.note_failure(what, &e);

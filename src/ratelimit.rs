@@ -3,21 +3,19 @@
 //! One theoretical-arrival-time per key; a request is allowed while it does
 //! not push that time more than the burst tolerance into the future. The
 //! middleware uses the `RateLimiter` trait: `InProcessRateLimiter` for a
-//! single replica, `RedisRateLimiter` (one atomic Lua script, run by SHA)
-//! when replicas share Redis.
+//! single replica, `RedisRateLimiter` (one atomic Lua script, run by SHA,
+//! deciding every request that is waiting at that moment) when replicas
+//! share Redis.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use futures_util::future::BoxFuture;
 
-use crate::{
-    config::Quota,
-    kv::{Redis, RedisDown},
-};
+use crate::{config::Quota, kv::RedisDown};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,112 +147,9 @@ impl RateLimiter for InProcessRateLimiter {
     }
 }
 
-/// GCRA over several keys in one atomic Lua script: reads each key's TAT,
-/// decides every quota, and writes the new TATs only when all admit the
-/// request. Time comes from the Redis server (`TIME`), so replicas with
-/// skewed clocks still agree. Returns per key `{allowed, x, reset_us}` where
-/// x is the room left (allowed) or the retry delay (denied), in µs.
-const GCRA_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out = {}
-local news = {}
-local all_ok = true
-for i = 1, #KEYS do
-  local em = tonumber(ARGV[2 * i - 1])
-  local tol = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  local new_tat = tat + em
-  local ahead = new_tat - now
-  if ahead > tol then
-    all_ok = false
-    out[#out + 1] = 0
-    out[#out + 1] = ahead - tol
-    out[#out + 1] = tat - now
-  else
-    out[#out + 1] = 1
-    out[#out + 1] = tol - ahead
-    out[#out + 1] = ahead
-    news[i] = new_tat
-  end
-end
-if all_ok then
-  for i = 1, #KEYS do
-    redis.call('SET', KEYS[i], string.format('%.0f', news[i]), 'PX', math.floor((news[i] - now) / 1000) + 1)
-  end
-end
-return out
-";
+mod shared;
 
-/// GCRA state shared by every replica through Redis.
-pub struct RedisRateLimiter {
-    redis: Arc<Redis>,
-    script: redis::Script,
-}
-
-impl RedisRateLimiter {
-    /// A limiter on `redis`; the script is loaded on first use and run by SHA.
-    pub fn new(redis: Arc<Redis>) -> Self {
-        Self {
-            redis,
-            script: redis::Script::new(GCRA_SCRIPT),
-        }
-    }
-}
-
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
-
-impl RateLimiter for RedisRateLimiter {
-    fn check_all<'a>(&'a self, checks: &'a [Check]) -> BoxFuture<'a, Result<Vec<Decision>, RedisDown>> {
-        Box::pin(async move {
-            let mut invocation = self.script.prepare_invoke();
-            for c in checks {
-                let emission = c.quota.period / c.quota.requests.max(1);
-                invocation.key(self.redis.key(&c.key));
-                invocation.arg(micros(emission).max(1));
-                invocation.arg(micros(emission * c.quota.burst.max(1)));
-            }
-            let raw: Vec<i64> = self
-                .redis
-                .run("rate_limit", |mut conn| async move {
-                    invocation.invoke_async(&mut *conn).await
-                })
-                .await?;
-            if raw.len() != checks.len() * 3 {
-                self.redis.note_failure("rate_limit", "unexpected script reply");
-                return Err(RedisDown);
-            }
-            let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
-            Ok(checks
-                .iter()
-                .zip(raw.chunks(3))
-                .map(|(c, r)| {
-                    let emission = micros(c.quota.period / c.quota.requests.max(1)).max(1);
-                    if r[0] == 1 {
-                        Decision {
-                            allowed: true,
-                            limit: c.quota.burst,
-                            remaining: u32::try_from(r[1] / emission).unwrap_or(u32::MAX),
-                            retry_after: Duration::ZERO,
-                            reset_after: us(r[2]),
-                        }
-                    } else {
-                        Decision {
-                            allowed: false,
-                            limit: c.quota.burst,
-                            remaining: 0,
-                            retry_after: us(r[1]),
-                            reset_after: us(r[2]),
-                        }
-                    }
-                })
-                .collect())
-        })
-    }
-}
+pub use shared::RedisRateLimiter;
 
 #[cfg(test)]
 mod tests {

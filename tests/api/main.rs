@@ -28,6 +28,7 @@ mod mail;
 mod permissions;
 mod protocol;
 mod rate_limit;
+mod rate_limit_batch;
 mod redis;
 mod replicas;
 mod rls;

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::{helpers::*, proxy::Proxy};
 
-fn redis_addr() -> String {
+pub fn redis_addr() -> String {
     std::env::var("DESKD_TEST_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
 }
 
@@ -26,12 +26,12 @@ fn use_redis(cfg: &mut Config, prefix: &str, addr: &str) {
     cfg.redis.log_interval = Duration::from_millis(100);
 }
 
-fn prefix() -> String {
+pub fn prefix() -> String {
     format!("deskd-test-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Deletes every key under `prefix`.
-async fn clean(prefix: &str) {
+pub async fn clean(prefix: &str) {
     let Ok(client) = redis::Client::open(format!("redis://{}/0", redis_addr())) else {
         return;
     };
