@@ -75,6 +75,33 @@ fn options(db: &str) -> PgConnectOptions {
         .database(db)
 }
 
+/// The seed's inserts ran in one server process, so every rollup count sits
+/// in one shard row. A live tenant's writes come from many processes and fill
+/// all 8 shards of a key: spread each count over them (equal parts), as the
+/// steady state the stats queries read.
+async fn spread_rollups(owner: &mut PgConnection) {
+    for (table, key) in [
+        ("ticket_stats_created_daily", "tenant_id, day, status, priority"),
+        ("ticket_stats_resolved_daily", "tenant_id, day, priority, assignee_id"),
+    ] {
+        for sql in [
+            format!("create temp table spread as select {key}, sum(n) as n from {table} group by {key}"),
+            format!("delete from {table}"),
+            format!(
+                "insert into {table} ({key}, shard, n) \
+                 select {key}, s, n / 8 + case when s < n % 8 then 1 else 0 end \
+                 from spread, generate_series(0, 7) as s \
+                 where n / 8 + case when s < n % 8 then 1 else 0 end <> 0"
+            ),
+            "drop table spread".to_string(),
+        ] {
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(&mut *owner)
+                .await
+                .expect("spread the rollups over their shards");
+        }
+    }
+}
 async fn admin_exec(sql: String) {
     let mut conn = options("postgres").connect().await.expect("connect as postgres");
     sqlx::query(AssertSqlSafe(sql))
@@ -170,6 +197,7 @@ async fn run(args: Args, db: String) {
     let b = seed_tenant(&mut owner, "b", 10, (args.tickets / 20).max(1), now).await;
     let seed_b = t.elapsed();
     let user = manager(&mut owner, a).await;
+    spread_rollups(&mut owner).await;
     let t = Instant::now();
     sqlx::query("vacuum (analyze) tickets")
         .execute(&mut owner)

@@ -17,7 +17,8 @@ async fn assert_rollups_exact(conn: &mut PgConnection) {
         "with truth as (
              select tenant_id, (create_time at time zone 'UTC')::date as day, status, priority, count(*) as n
              from tickets group by 1, 2, 3, 4),
-         kept as (select tenant_id, day, status, priority, n from ticket_stats_created_daily where n > 0)
+         kept as (select tenant_id, day, status, priority, sum(n) as n from ticket_stats_created_daily
+                   group by 1, 2, 3, 4 having sum(n) > 0)
          select count(*) from ((table truth except table kept) union all (table kept except table truth)) d",
     )
     .fetch_one(&mut *conn)
@@ -29,7 +30,8 @@ async fn assert_rollups_exact(conn: &mut PgConnection) {
              select tenant_id, (resolve_time at time zone 'UTC')::date as day, priority,
                     coalesce(assignee_id, '00000000-0000-0000-0000-000000000000') as assignee_id, count(*) as n
              from tickets where resolve_time is not null group by 1, 2, 3, 4),
-         kept as (select tenant_id, day, priority, assignee_id, n from ticket_stats_resolved_daily where n > 0)
+         kept as (select tenant_id, day, priority, assignee_id, sum(n) as n from ticket_stats_resolved_daily
+                   group by 1, 2, 3, 4 having sum(n) > 0)
          select count(*) from ((table truth except table kept) union all (table kept except table truth)) d",
     )
     .fetch_one(&mut *conn)
@@ -202,4 +204,65 @@ async fn rollups_stay_exact_through_every_kind_of_write() {
     .await
     .expect("count");
     assert_eq!(left, 0);
+}
+
+/// Opens a transaction as tenant `tenant` on `conn`, which waits at most
+/// `lock_timeout` for a row lock, and inserts one open, normal ticket.
+async fn insert_open_ticket(conn: &mut PgConnection, w: &World, lock_timeout: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("begin").execute(&mut *conn).await?;
+    sqlx::query("select set_config('app.current_tenant_id', $1, true), set_config('lock_timeout', $2, true)")
+        .bind(w.a.tenant.0.to_string())
+        .bind(lock_timeout)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "insert into tickets (tenant_id, id, title, status, priority, reporter_id, create_time, update_time) \
+         values ($1, $2, 'concurrent', 'open', 'normal', $3, now(), now())",
+    )
+    .bind(w.a.tenant.0)
+    .bind(Uuid::now_v7())
+    .bind(w.a.user.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The rollup shard this connection's server process writes.
+async fn shard_of(conn: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("select pg_backend_pid() % 8")
+        .fetch_one(conn)
+        .await
+        .expect("pid")
+}
+
+#[tokio::test]
+async fn one_tenants_concurrent_inserts_do_not_queue_on_one_rollup_row() {
+    let w = world().await;
+    let pool = w.app.db.app_pool(8).await;
+    // Two app connections whose server processes write different shards.
+    let mut first = pool.acquire().await.expect("acquire");
+    let first_shard = shard_of(&mut first).await;
+    let mut held = Vec::new();
+    let second = loop {
+        let mut c = pool.acquire().await.expect("a connection with another shard");
+        if shard_of(&mut c).await != first_shard {
+            break c;
+        }
+        held.push(c);
+    };
+    let mut second = second;
+    // The first transaction has added its ticket to today's (open, normal)
+    // count and holds that rollup row until it ends…
+    insert_open_ticket(&mut first, &w, "5s").await.expect("first insert");
+    // …and a second of the same tenant, same day and key, does not wait for
+    // it: with one row per key this insert would block until lock_timeout.
+    insert_open_ticket(&mut second, &w, "2s")
+        .await
+        .expect("the second insert must not wait for the first's rollup row");
+    for c in [&mut first, &mut second] {
+        sqlx::query("commit").execute(&mut **c).await.expect("commit");
+    }
+    drop(held);
+    let mut conn = w.app.db.owner_conn().await;
+    assert_rollups_exact(&mut conn).await;
 }
