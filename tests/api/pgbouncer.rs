@@ -234,7 +234,7 @@ async fn tenant_context_never_leaks_between_transactions_sharing_one_server_conn
 
                 let mut plain = pool.begin().await.expect("begin");
                 let (pid, context, users) = observe(&mut plain).await;
-                assert_eq!(context, None, "a new transaction starts with a tenant context");
+                assert_eq!(context, None, "a new transaction found a tenant context left behind");
                 assert_eq!(users, 0, "no context must see no rows");
                 plain.commit().await.expect("commit");
                 pids.insert(pid);
@@ -423,7 +423,7 @@ async fn a_server_behind_pgbouncer_serves_tickets_under_concurrency() {
     }
 
     // All of that went through PgBouncer's single server connection for the
-    // app role: PostgreSQL never saw a second app-role session.
+    // app role: PostgreSQL has one app-role session for this database.
     let mut owner = app.db.owner_conn().await;
     let sessions: i64 = sqlx::query_scalar("select count(*) from pg_stat_activity where datname = $1 and usename = $2")
         .bind(&name)
