@@ -43,6 +43,22 @@ pub async fn pg_upstream() -> std::net::SocketAddr {
         .expect("an address")
 }
 
+/// Where the app role connects: PostgreSQL, or the PgBouncer named by
+/// `DESKD_TEST_PGBOUNCER=host:port` (scripts/test's pass through PgBouncer).
+/// The owner (migrations, test set-up) always connects to PostgreSQL itself.
+pub fn app_host_port() -> (String, u16) {
+    match std::env::var("DESKD_TEST_PGBOUNCER") {
+        Ok(addr) if !addr.is_empty() => {
+            let (host, port) = addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+                .expect("DESKD_TEST_PGBOUNCER must be host:port");
+            (host, port)
+        }
+        _ => pg_host_port(),
+    }
+}
+
 /// The superuser used to create and drop test databases.
 pub fn admin_options() -> PgConnectOptions {
     let (host, port) = pg_host_port();
@@ -88,7 +104,7 @@ impl TestDb {
     }
 
     pub fn app_url(&self) -> String {
-        let (host, port) = pg_host_port();
+        let (host, port) = app_host_port();
         format!("postgres://{APP_ROLE}@{host}:{port}/{}", self.name)
     }
 

@@ -26,6 +26,7 @@ mod jwt_keys;
 mod lifecycle;
 mod mail;
 mod permissions;
+mod pgbouncer;
 mod protocol;
 mod rate_limit;
 mod rate_limit_batch;
