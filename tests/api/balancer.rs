@@ -581,6 +581,8 @@ struct Tally {
     sent: Vec<String>,
     /// Final outcome per method and code name.
     outcomes: BTreeMap<(String, String), usize>,
+    /// The first error of each kind, for the failure message.
+    examples: BTreeMap<(String, String), String>,
 }
 
 impl Tally {
@@ -589,6 +591,11 @@ impl Tally {
             Ok(_) => "OK".to_string(),
             Err(e) => format!("{:?}", e.code()),
         };
+        if let Err(e) = r {
+            self.examples
+                .entry((method.to_string(), code.clone()))
+                .or_insert_with(|| format!("{e:?}"));
+        }
         *self.outcomes.entry((method.to_string(), code)).or_insert(0) += 1;
     }
 }
@@ -713,7 +720,12 @@ async fn a_rolling_restart_under_load_loses_no_acknowledged_write() {
     eprintln!("outcomes: {:?}\nretries: {retries:?}", tally.outcomes);
     // Every RPC ended OK or UNAVAILABLE (what the client retries); no other code.
     for ((method, code), n) in &tally.outcomes {
-        assert!(code == "OK" || code == "Unavailable", "{n} × {method} ended {code}");
+        assert!(
+            code == "OK" || code == "Unavailable",
+            "{n} × {method} ended {code}: {:?}\nhaproxy:\n{}",
+            tally.examples,
+            cluster.lb.log()
+        );
     }
     for what in retries.keys() {
         assert!(what.ends_with(" Unavailable"), "retried after something else: {what}");
