@@ -16,6 +16,7 @@ mod apikeys_issue;
 mod apikeys_refusals;
 mod apikeys_secrets;
 mod auth;
+mod balancer;
 mod cli;
 mod client;
 mod exports;
