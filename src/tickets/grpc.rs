@@ -131,7 +131,9 @@ pub fn to_proto(t: Ticket) -> pb::Ticket {
     }
 }
 
-fn validate_create(ticket: Option<pb::Ticket>, request_id: &str) -> Result<(NewTicket, Option<Uuid>), AppError> {
+/// Request → domain (public for the fuzz targets in `fuzz/`).
+#[doc(hidden)]
+pub fn validate_create(ticket: Option<pb::Ticket>, request_id: &str) -> Result<(NewTicket, Option<Uuid>), AppError> {
     let Some(ticket) = ticket else {
         return Err(AppError::invalid("ticket", "REQUIRED", "the ticket is required"));
     };
@@ -177,7 +179,9 @@ fn validate_create(ticket: Option<pb::Ticket>, request_id: &str) -> Result<(NewT
     }
 }
 
-fn validate_update(
+/// Request → domain (public for the fuzz targets in `fuzz/`).
+#[doc(hidden)]
+pub fn validate_update(
     ticket: Option<pb::Ticket>,
     mask: Option<prost_types::FieldMask>,
 ) -> Result<(Uuid, Option<String>, TicketPatch), AppError> {
@@ -258,7 +262,9 @@ fn validate_update(
     Ok((id, (!etag.is_empty()).then_some(etag), patch))
 }
 
-fn validate_list(r: ListTicketsRequest) -> Result<(ListFilter, u32, String), AppError> {
+/// Request → domain (public for the fuzz targets in `fuzz/`).
+#[doc(hidden)]
+pub fn validate_list(r: ListTicketsRequest) -> Result<(ListFilter, u32, String), AppError> {
     let ListTicketsRequest {
         page_size,
         page_token,
@@ -417,8 +423,10 @@ impl tickets_service_server::TicketsService for TicketsGrpc {
 }
 
 /// Validates ExportTickets: the filters exactly as ListTickets checks them
-/// (same field paths), plus a required format.
-fn validate_export(r: ExportTicketsRequest) -> Result<ExportTickets, AppError> {
+/// (same field paths), plus a required format. Public for the fuzz
+/// targets in `fuzz/`.
+#[doc(hidden)]
+pub fn validate_export(r: ExportTicketsRequest) -> Result<ExportTickets, AppError> {
     let ExportTicketsRequest {
         assignee_id,
         statuses,
