@@ -100,7 +100,7 @@ fn hs256(secret: &[u8], input: &str) -> Vec<u8> {
 
 /// Some(true): must verify; Some(false): must be refused; None: on a
 /// boundary the oracle does not judge.
-fn expectation(input: &Input<'_>, alg: &str) -> Option<bool> {
+fn expectation(input: &Input<'_>, alg: &str, now: i64) -> Option<bool> {
     let mut ok = alg == "HS256" && input.kid.is_none();
     ok &= match &input.signature {
         Signature::ServerSecret => true,
@@ -132,6 +132,10 @@ fn expectation(input: &Input<'_>, alg: &str) -> Option<bool> {
     }
     let exp = i64::from(*exp);
     let nbf = nbf.map(i64::from);
+    // Times are unsigned seconds (`Claims`): one before 1970 is a malformed claim.
+    if now + exp < 0 || nbf.is_some_and(|n| now + n < 0) {
+        return Some(false);
+    }
     if exp <= -MARGIN || nbf.is_some_and(|n| n >= MARGIN) {
         return Some(false);
     }
@@ -206,7 +210,7 @@ fuzz_target!(|input: Input<'_>| {
     };
     let token = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
 
-    let expect = expectation(&input, alg);
+    let expect = expectation(&input, alg, now);
     let verdict = bounded("verify", budget(token.len()), || keys.verify(&token));
     match (&verdict, expect) {
         (Ok(who), Some(true) | None) => {
