@@ -20,6 +20,11 @@ pub const DESCRIPTION_MAX_BYTES: usize = 64 * 1024;
 pub const TAGS_MAX: usize = 20;
 /// Longest tag, in characters.
 pub const TAG_MAX_CHARS: usize = 50;
+/// Most values in a listing's `statuses` filter (there are five statuses;
+/// repeats are tolerated up to this): a larger list is refused with one
+/// violation instead of one per value, so a request cannot make the server
+/// build a violation per two bytes it sent.
+pub const STATUSES_FILTER_MAX: usize = 32;
 /// Default page size.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
 /// Largest page size.

@@ -151,7 +151,9 @@ fn page_size(requested: i32) -> Result<u32, FieldViolation> {
     crate::tickets::model::page_size(requested)
 }
 
-fn validate_create(user: Option<pb::User>, request_id: &str) -> Result<(NewUser, Option<uuid::Uuid>), AppError> {
+/// Request → domain (public for the fuzz targets in `fuzz/`).
+#[doc(hidden)]
+pub fn validate_create(user: Option<pb::User>, request_id: &str) -> Result<(NewUser, Option<uuid::Uuid>), AppError> {
     let Some(user) = user else {
         return Err(AppError::invalid("user", "REQUIRED", "the user is required"));
     };
@@ -192,7 +194,9 @@ fn validate_create(user: Option<pb::User>, request_id: &str) -> Result<(NewUser,
     }
 }
 
-fn validate_update(
+/// Request → domain (public for the fuzz targets in `fuzz/`).
+#[doc(hidden)]
+pub fn validate_update(
     user: Option<pb::User>,
     mask: Option<prost_types::FieldMask>,
 ) -> Result<(UserId, Option<String>, UserPatch), AppError> {
@@ -250,7 +254,9 @@ fn validate_update(
     Ok((UserId(id), (!etag.is_empty()).then_some(etag), patch))
 }
 
-fn validate_list(r: ListUsersRequest) -> Result<(UserFilter, u32, String), AppError> {
+/// Request → domain (public for the fuzz targets in `fuzz/`).
+#[doc(hidden)]
+pub fn validate_list(r: ListUsersRequest) -> Result<(UserFilter, u32, String), AppError> {
     let ListUsersRequest {
         page_size: size,
         page_token,
@@ -284,7 +290,9 @@ fn validate_list(r: ListUsersRequest) -> Result<(UserFilter, u32, String), AppEr
     ))
 }
 
-fn validate_new_key(key: Option<pb::ApiKey>) -> Result<NewApiKey, AppError> {
+/// Request → domain (public for the fuzz targets in `fuzz/`).
+#[doc(hidden)]
+pub fn validate_new_key(key: Option<pb::ApiKey>) -> Result<NewApiKey, AppError> {
     let Some(key) = key else {
         return Err(AppError::invalid("api_key", "REQUIRED", "the API key is required"));
     };
