@@ -3,6 +3,7 @@
 
 mod background;
 pub mod jobs;
+mod linger;
 
 pub use self::background::shutdown_signal;
 use self::background::{health_loop, key_usage_loop, probe, tokio_util_like};
@@ -10,6 +11,7 @@ use self::background::{health_loop, key_usage_loop, probe, tokio_util_like};
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -350,6 +352,7 @@ impl Application {
         let health_on_stop = health.clone();
         let stop_jobs_on_signal = stop_jobs.clone();
         let readiness_on_stop = readiness.clone();
+        let drain_delay = s.drain_delay;
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight RPCs and running jobs");
@@ -361,15 +364,25 @@ impl Application {
                     .set_service_status(*name, ServingStatus::NotServing)
                     .await;
             }
+            // Keep serving while balancers notice; only then GOAWAY and close.
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    drain_ms = drain_delay.as_millis() as u64,
+                    "not ready: serving on until balancers notice"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
             let _ = stopping_tx.send(true);
         };
         tracing::info!(%addr, "deskd serving gRPC");
         // The builder's tcp_nodelay/keepalive do not apply to a caller-supplied
         // listener: set them on the incoming stream, or Nagle delays every
         // response larger than a segment by the peer's delayed ACK (~40 ms).
+        let (lingering, lingering_done) = linger::tracker();
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
-            .with_keepalive(Some(s.keepalive_interval));
+            .with_keepalive(Some(s.keepalive_interval))
+            .map(move |accepted| accepted.map(|stream| lingering.wrap(stream)));
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let grace = s.shutdown_grace;
         let mut stopping = stopping_rx;
@@ -384,6 +397,9 @@ impl Application {
                 Ok(())
             }
         };
+        // The last connections' sockets close once their peers have read
+        // everything (see linger.rs).
+        lingering_done.wait().await;
         stop_jobs.stop();
         if let Some(t) = jobs_task {
             let _ = t.await;

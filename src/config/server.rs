@@ -40,7 +40,16 @@ pub struct ServerConfig {
     /// The longest an RPC may run, whatever deadline the client sent.
     #[serde(with = "humantime_serde")]
     pub max_request_duration: Duration,
-    /// How long in-flight RPCs may take to finish after SIGTERM/SIGINT.
+    /// After SIGTERM/SIGINT, how long deskd keeps serving as usual while it
+    /// already reports not ready (`/readyz` 503, gRPC health NOT_SERVING),
+    /// so that load balancers take it out of rotation before it stops
+    /// accepting. Set it to cover the balancer's health-check interval (e.g.
+    /// 2 × HAProxy's `inter`): a request a balancer sends after the GOAWAY
+    /// races the connection's close, and the close can cut a response that
+    /// is still on its way.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// How long in-flight RPCs may take to finish after the drain delay.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// An RPC slower than this logs a WARN `slow_rpc` event.
@@ -63,6 +72,7 @@ impl Default for ServerConfig {
             keepalive_timeout: Duration::from_secs(10),
             max_in_flight: 1024,
             max_request_duration: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             slow_rpc_threshold: Duration::from_secs(5),
         }

@@ -25,6 +25,7 @@ fn environment_overrides_nested_keys() {
             ("DESKD_JWT_ISSUER", "me"),
             ("DESKD_RATE_LIMIT__TENANT__BURST", "9"),
             ("DESKD_SERVER_SHUTDOWN_GRACE", "3s"),
+            ("DESKD_SERVER_DRAIN_DELAY", "1500ms"),
             ("DESKD_JWT_AUDIENCE", "12345"),
             ("DESKD_TEST_PG_HOST", "ignored: belongs to the test suite"),
             ("OTHER", "ignored"),
@@ -38,6 +39,7 @@ fn environment_overrides_nested_keys() {
     assert_eq!(cfg.jwt.audience, "12345", "numeric-looking strings stay strings");
     assert_eq!(cfg.rate_limit.tenant.burst, 9);
     assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(cfg.server.drain_delay, Duration::from_millis(1500));
 }
 
 #[test]

@@ -212,6 +212,50 @@ async fn graceful_shutdown_lets_an_in_flight_rpc_finish() {
 }
 
 #[tokio::test]
+async fn during_the_drain_delay_it_reports_not_ready_and_still_serves() {
+    let drain = Duration::from_secs(5);
+    let mut app = spawn_app_with(|c| c.server.drain_delay = drain).await;
+    let caller = app.caller(Role::Agent).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(watch.message().await.expect("watch").expect("status").status, serving);
+
+    app.signal_shutdown();
+    let started = std::time::Instant::now();
+    let server = tokio::spawn(app.server.take().expect("server task"));
+    let status = watch.message().await.expect("watch").expect("status").status;
+    assert_ne!(status, serving, "health turns NOT_SERVING first thing");
+    let admin = app.admin_addr.to_string();
+    assert_eq!(http_get(&admin, "/readyz").await.0, 503, "not ready for balancers");
+    // A balancer that has not noticed yet still gets its RPCs served, on an
+    // existing connection and on a new one.
+    create_ticket(&app, &caller, new_ticket("during the drain")).await;
+    let fresh = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("the listener still accepts during the drain delay");
+    let got = pb::tickets_service_client::TicketsServiceClient::new(fresh)
+        .list_tickets(authed(&caller.token, pb::ListTicketsRequest::default()))
+        .await
+        .expect("served on a new connection");
+    assert_eq!(got.into_inner().tickets.len(), 1);
+    assert!(started.elapsed() < drain, "the checks above ran within the delay");
+    server
+        .await
+        .expect("join")
+        .expect("server task")
+        .expect("server stops cleanly");
+    assert!(started.elapsed() >= drain, "it stopped only after the drain delay");
+    assert!(tokio::net::TcpStream::connect(app.addr).await.is_err());
+}
+
+#[tokio::test]
 async fn shutdown_grace_period_bounds_the_drain() {
     let mut app = spawn_app_with(|c| c.server.shutdown_grace = Duration::from_millis(200)).await;
     let caller = app.caller(Role::Agent).await;
