@@ -131,9 +131,22 @@ pub fn parse_optional_uuid(field: &str, raw: &str) -> Result<Option<uuid::Uuid>,
     }
 }
 
-/// Checks an update mask is present and not a wildcard; returns its paths.
+/// Most paths an update mask may name, repeats included: a longer mask is
+/// refused with one violation instead of one per path.
+pub const MASK_PATHS_MAX: usize = 32;
+
+/// Checks an update mask is present, not a wildcard and not too long;
+/// returns its paths (none when it is too long).
 pub fn mask_paths(mask: Option<prost_types::FieldMask>, v: &mut Violations) -> Vec<String> {
     let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.len() > MASK_PATHS_MAX {
+        v.0.push(FieldViolation::new(
+            "update_mask.paths",
+            "TOO_MANY",
+            format!("at most {MASK_PATHS_MAX} paths"),
+        ));
+        return Vec::new();
+    }
     if paths.is_empty() {
         v.0.push(FieldViolation::new(
             "update_mask",
@@ -163,4 +176,29 @@ pub fn bad_mask_path(i: usize, path: &str, output_only: &[&str]) -> FieldViolati
 pub fn with_cache_status<T>(res: &mut Response<T>, status: crate::cache::CacheStatus) {
     res.metadata_mut()
         .insert("x-cache", tonic::metadata::MetadataValue::from_static(status.as_str()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_update_mask_is_one_violation() {
+        let mut v = Violations::default();
+        let mask = prost_types::FieldMask {
+            paths: vec!["*".to_string(); 100_000],
+        };
+        assert!(mask_paths(Some(mask), &mut v).is_empty());
+        assert_eq!(v.0.len(), 1);
+        assert_eq!(
+            (v.0[0].field.as_str(), v.0[0].reason),
+            ("update_mask.paths", "TOO_MANY")
+        );
+        let mut v = Violations::default();
+        let mask = prost_types::FieldMask {
+            paths: vec!["title".to_string(); MASK_PATHS_MAX],
+        };
+        assert_eq!(mask_paths(Some(mask), &mut v).len(), MASK_PATHS_MAX);
+        assert!(v.0.is_empty());
+    }
 }

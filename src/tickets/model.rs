@@ -18,6 +18,9 @@ pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_BYTES: usize = 64 * 1024;
 /// Most tags per ticket.
 pub const TAGS_MAX: usize = 20;
+/// Most entries a request's tag list may have, repeats included: a longer
+/// list is refused with one violation instead of one per entry.
+pub const TAG_ENTRIES_MAX: usize = 2 * TAGS_MAX;
 /// Longest tag, in characters.
 pub const TAG_MAX_CHARS: usize = 50;
 /// Most values in a listing's `statuses` filter (there are five statuses;
@@ -251,6 +254,13 @@ pub fn validate_description(field: &str, raw: &str) -> Result<String, FieldViola
 
 /// Checks and normalises tags: trimmed, de-duplicated, sorted.
 pub fn validate_tags(field: &str, raw: &[String]) -> Result<Vec<String>, Vec<FieldViolation>> {
+    if raw.len() > TAG_ENTRIES_MAX {
+        return Err(vec![FieldViolation::new(
+            field,
+            "TOO_MANY",
+            format!("at most {TAGS_MAX} tags"),
+        )]);
+    }
     let mut violations = Vec::new();
     let mut set = BTreeSet::new();
     for (i, tag) in raw.iter().enumerate() {

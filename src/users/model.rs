@@ -330,6 +330,11 @@ pub struct ApiKey {
     pub revoke_time: Option<OffsetDateTime>,
 }
 
+/// Most entries an API key's scope list may have, repeats included (there
+/// are five scopes): a longer list is refused with one violation instead of
+/// one per entry.
+pub const SCOPE_ENTRIES_MAX: usize = 32;
+
 /// Parses API key scopes: at least one, each grantable, duplicates removed.
 pub fn parse_scopes(field: &str, raw: &[String]) -> Result<Vec<Permission>, Vec<FieldViolation>> {
     if raw.is_empty() {
@@ -337,6 +342,13 @@ pub fn parse_scopes(field: &str, raw: &[String]) -> Result<Vec<Permission>, Vec<
             field,
             "REQUIRED",
             "at least one scope is required",
+        )]);
+    }
+    if raw.len() > SCOPE_ENTRIES_MAX {
+        return Err(vec![FieldViolation::new(
+            field,
+            "TOO_MANY",
+            format!("at most {SCOPE_ENTRIES_MAX} scopes"),
         )]);
     }
     let mut out = Vec::new();
@@ -405,5 +417,14 @@ mod tests {
         assert!(parse_scopes("s", &[]).is_err());
         let bad = parse_scopes("s", &["apikeys:manage".into()]).expect_err("not grantable");
         assert_eq!(bad[0].field, "s[0]");
+    }
+
+    #[test]
+    fn a_long_scope_list_is_one_violation() {
+        let v = parse_scopes("api_key.scopes", &vec![String::new(); 100_000]).expect_err("refused");
+        assert_eq!(v.len(), 1);
+        assert_eq!((v[0].field.as_str(), v[0].reason), ("api_key.scopes", "TOO_MANY"));
+        let repeats = vec!["tickets:read".to_string(); SCOPE_ENTRIES_MAX];
+        assert_eq!(parse_scopes("s", &repeats), Ok(vec![Permission::TicketsRead]));
     }
 }

@@ -42,6 +42,21 @@ fn tags_are_normalised() {
     );
 }
 
+/// Like the `statuses` filter the fuzzer caught: 100,000 empty tags (200 KB
+/// on the wire) must not become 100,000 violations.
+#[test]
+fn a_long_tag_list_is_one_violation() {
+    let empty = vec![String::new(); 100_000];
+    let v = validate_tags("ticket.tags", &empty).expect_err("refused");
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].field.as_str(), v[0].reason), ("ticket.tags", "TOO_MANY"));
+    // Up to the entry limit, repeats are still accepted and de-duplicated.
+    let repeats = vec!["same".to_string(); TAG_ENTRIES_MAX];
+    assert_eq!(validate_tags("ticket.tags", &repeats), Ok(vec!["same".to_string()]));
+    let one_more = vec!["same".to_string(); TAG_ENTRIES_MAX + 1];
+    assert_eq!(validate_tags("ticket.tags", &one_more).map_err(|v| v.len()), Err(1));
+}
+
 #[test]
 fn resolve_time_follows_status() {
     let mut t = ticket();
