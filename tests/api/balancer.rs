@@ -21,7 +21,10 @@ use deskd_client::{DeskdClient, RetryEvent, RetryPolicy, proto::tickets::v1 as c
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::helpers::*;
+use crate::{
+    helpers::*,
+    users_support::{change_role, deactivate_via},
+};
 
 /// Every replica of one deployment shares it (page tokens, API key digests).
 const SECRET_KEY: &str = "balancer-suite-shared-secret-0123456789abcdef";
@@ -345,16 +348,7 @@ async fn a_change_through_one_replica_is_seen_at_once_by_the_others() {
     );
 
     // Deactivation through one replica: the next call on every replica refuses.
-    Cluster::users(&channel)
-        .deactivate_user(authed(
-            &admin.token,
-            upb::DeactivateUserRequest {
-                id: agent.user.to_string(),
-                etag: String::new(),
-            },
-        ))
-        .await
-        .expect("deactivate");
+    deactivate_via(&channel, &admin.token, &agent.user.to_string()).await;
     let (outcomes, per_replica) = probe(&cluster, &channel, &agent.token, 3).await;
     assert_eq!(per_replica, vec![1, 1, 1]);
     assert!(
@@ -365,33 +359,7 @@ async fn a_change_through_one_replica_is_seen_at_once_by_the_others() {
     );
 
     // A role change (agent → viewer): every replica refuses a write at once.
-    let user = Cluster::users(&channel)
-        .get_user(authed(
-            &admin.token,
-            upb::GetUserRequest {
-                id: promoted.user.to_string(),
-            },
-        ))
-        .await
-        .expect("get")
-        .into_inner()
-        .user
-        .expect("user");
-    Cluster::users(&channel)
-        .update_user(authed(
-            &admin.token,
-            upb::UpdateUserRequest {
-                user: Some(upb::User {
-                    role: upb::Role::Viewer as i32,
-                    ..user
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["role".into()],
-                }),
-            },
-        ))
-        .await
-        .expect("demote");
+    change_role(&channel, &admin.token, &promoted.user.to_string(), upb::Role::Viewer).await;
     let before = cluster.served("CreateTicket").await;
     for _ in 0..3 {
         let err = Cluster::tickets(&channel)

@@ -12,7 +12,11 @@ use deskd::{
 use secrecy::SecretString;
 use tonic::transport::Channel;
 
-use crate::{helpers::*, proxy::Proxy};
+use crate::{
+    helpers::*,
+    proxy::Proxy,
+    users_support::{change_role, deactivate_via},
+};
 
 pub fn redis_addr() -> String {
     std::env::var("DESKD_TEST_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
@@ -279,33 +283,7 @@ async fn changes_through_one_replica_are_seen_by_the_other_at_once() {
     assert_eq!(me.metadata().get("x-cache").and_then(|v| v.to_str().ok()), Some("hit"));
 
     // A role change through A: B refuses a write at once (pub/sub).
-    let me = users(&app.channel)
-        .get_user(authed(
-            &admin.token,
-            upb::GetUserRequest {
-                id: agent.user.to_string(),
-            },
-        ))
-        .await
-        .expect("get")
-        .into_inner()
-        .user
-        .expect("user");
-    users(&app.channel)
-        .update_user(authed(
-            &admin.token,
-            upb::UpdateUserRequest {
-                user: Some(upb::User {
-                    role: upb::Role::Viewer as i32,
-                    ..me
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["role".into()],
-                }),
-            },
-        ))
-        .await
-        .expect("demote");
+    change_role(&app.channel, &admin.token, &agent.user.to_string(), upb::Role::Viewer).await;
     let token = agent.token.clone();
     let channel = b.channel.clone();
     let took = eventually(Duration::from_secs(2), || {
@@ -328,16 +306,7 @@ async fn changes_through_one_replica_are_seen_by_the_other_at_once() {
     eprintln!("role change visible on replica B after {took:?}");
 
     // Deactivation through B: both replicas refuse the next request.
-    users(&b.channel)
-        .deactivate_user(authed(
-            &admin.token,
-            upb::DeactivateUserRequest {
-                id: agent.user.to_string(),
-                etag: String::new(),
-            },
-        ))
-        .await
-        .expect("deactivate");
+    deactivate_via(&b.channel, &admin.token, &agent.user.to_string()).await;
     let err = list(&b.channel, &agent.token).await.expect_err("B: at once");
     assert_eq!(reason(&err), "USER_INACTIVE");
     let token = agent.token.clone();

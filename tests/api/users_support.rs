@@ -359,3 +359,43 @@ pub async fn two_tenants(app: &TestApp) -> (Caller, upb::User, Caller) {
     let b = app.caller(Role::Admin).await;
     (a, victim, b)
 }
+
+/// Changes a user's role through `channel`, as `admin_token`: GetUser, then
+/// UpdateUser with the mask `role`.
+pub async fn change_role(channel: &Channel, admin_token: &str, user_id: &str, role: upb::Role) {
+    let mut users = UsersServiceClient::new(channel.clone());
+    let user = users
+        .get_user(authed(admin_token, GetUserRequest { id: user_id.into() }))
+        .await
+        .expect("get")
+        .into_inner()
+        .user
+        .expect("user");
+    users
+        .update_user(authed(
+            admin_token,
+            UpdateUserRequest {
+                user: Some(upb::User {
+                    role: role as i32,
+                    ..user
+                }),
+                update_mask: mask(&["role"]),
+            },
+        ))
+        .await
+        .expect("change role");
+}
+
+/// Deactivates a user through `channel`, as `admin_token`.
+pub async fn deactivate_via(channel: &Channel, admin_token: &str, user_id: &str) {
+    UsersServiceClient::new(channel.clone())
+        .deactivate_user(authed(
+            admin_token,
+            DeactivateUserRequest {
+                id: user_id.into(),
+                etag: String::new(),
+            },
+        ))
+        .await
+        .expect("deactivate");
+}
