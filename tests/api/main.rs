@@ -3,8 +3,10 @@
 //! talks to it with the generated client.
 
 mod apikeys_support;
+mod haproxy_support;
 mod helpers;
 mod jobs;
+mod processes;
 mod proxy;
 mod stats_support;
 mod tickets_list_support;
