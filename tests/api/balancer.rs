@@ -5,7 +5,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -22,180 +21,12 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::{
+    balancer_support::*,
     helpers::*,
     users_support::{change_role, deactivate_via},
 };
 
 /// Every replica of one deployment shares it (page tokens, API key digests).
-const SECRET_KEY: &str = "balancer-suite-shared-secret-0123456789abcdef";
-
-fn redis_addr() -> String {
-    std::env::var("DESKD_TEST_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
-}
-
-/// Polls `f` (a condition) until it holds, for at most `limit`.
-async fn until<F, Fut>(limit: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-struct Replica {
-    ports: Backend,
-    /// None while it is stopped.
-    process: Option<ServeProcess>,
-}
-
-impl Replica {
-    fn admin(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.ports.1))
-    }
-}
-
-/// Three replicas behind HAProxy. Fields drop in order: the balancer, the
-/// replicas, then the database.
-struct Cluster {
-    lb: HaProxy,
-    replicas: Vec<Replica>,
-    env: Vec<(String, String)>,
-    prefix: String,
-    /// The database and the helpers that make tenants and tokens. Its
-    /// in-process server takes no traffic and runs no jobs.
-    app: TestApp,
-}
-
-impl Cluster {
-    /// Starts three replicas (workers on, one Redis key prefix, the same
-    /// secret key; `extra` settings for all) and HAProxy in front, and waits
-    /// until HAProxy has all three in rotation.
-    async fn start(extra: &[(&str, &str)]) -> Cluster {
-        let app = spawn_app_with(|c| c.jobs.run_in_serve = false).await;
-        let prefix = format!("deskd-test-lb-{}", Uuid::new_v4().simple());
-        let mut env: Vec<(String, String)> = [
-            ("DESKD_REDIS_URL", format!("redis://{}/0", redis_addr())),
-            ("DESKD_REDIS_KEY_PREFIX", prefix.clone()),
-            ("DESKD_SECRET_KEY", SECRET_KEY.into()),
-            // Migrated once already (by the in-process app).
-            ("DESKD_DATABASE_OWNER_URL", String::new()),
-            ("DESKD_HEALTH_CHECK_INTERVAL", "100ms".into()),
-            ("DESKD_JOBS_POLL_INTERVAL", "20ms".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let ports: [Backend; 3] = std::array::from_fn(|_| (free_port(), free_port()));
-        let mut replicas: Vec<Replica> = ports.iter().map(|&ports| Replica { ports, process: None }).collect();
-        let (a, b, c) = tokio::join!(
-            start_replica(&app, &env, ports[0]),
-            start_replica(&app, &env, ports[1]),
-            start_replica(&app, &env, ports[2]),
-        );
-        for (r, p) in replicas.iter_mut().zip([a, b, c]) {
-            r.process = Some(p);
-        }
-        let lb = HaProxy::start(ports).await;
-        for server in ["r1", "r2", "r3"] {
-            lb.wait_status(server, "UP").await;
-        }
-        Cluster {
-            lb,
-            replicas,
-            env,
-            prefix,
-            app,
-        }
-    }
-
-    /// One HTTP/2 connection to HAProxy.
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.lb.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect to haproxy")
-    }
-
-    fn tickets(channel: &Channel) -> pb::tickets_service_client::TicketsServiceClient<Channel> {
-        pb::tickets_service_client::TicketsServiceClient::new(channel.clone())
-    }
-
-    fn users(channel: &Channel) -> upb::users_service_client::UsersServiceClient<Channel> {
-        upb::users_service_client::UsersServiceClient::new(channel.clone())
-    }
-
-    /// How many `method` RPCs each replica has answered (its own /metrics;
-    /// a restarted replica counts from zero).
-    async fn served(&self, method: &str) -> Vec<u64> {
-        let label = format!("rpc_method=\"{method}\"");
-        let mut counts = Vec::new();
-        for r in &self.replicas {
-            let n = metric_sum(r.admin(), "rpc_server_call_duration_seconds_count", &[&label]).await;
-            counts.push(n as u64);
-        }
-        counts
-    }
-
-    /// SIGTERM to replica `i`; waits for its exit, which must be clean.
-    async fn stop(&mut self, i: usize) -> Vec<String> {
-        let p = self.replicas[i].process.take().expect("running");
-        let (clean, stderr, _) = p.stop().await;
-        assert!(clean, "replica r{} did not stop cleanly:\n{}", i + 1, stderr.join("\n"));
-        stderr
-    }
-
-    /// Starts replica `i` again on its ports.
-    async fn restart(&mut self, i: usize) {
-        let p = start_replica(&self.app, &self.env, self.replicas[i].ports).await;
-        self.replicas[i].process = Some(p);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Deletes this cluster's Redis keys (the shared Redis is never flushed).
-        let Ok(client) = redis::Client::open(format!("redis://{}/0", redis_addr())) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
-        }
-    }
-}
-
-async fn start_replica(app: &TestApp, env: &[(String, String)], (grpc, admin): Backend) -> ServeProcess {
-    let listen = format!("127.0.0.1:{grpc}");
-    let admin = format!("127.0.0.1:{admin}");
-    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    vars.push(("DESKD_LISTEN_ADDR", &listen));
-    vars.push(("DESKD_ADMIN_ADDR", &admin));
-    ServeProcess::start(app, &vars).await
-}
-
-fn minus(after: &[u64], before: &[u64]) -> Vec<u64> {
-    after.iter().zip(before).map(|(a, b)| a - b).collect()
-}
-
-async fn list(channel: &Channel, token: &str) -> Result<pb::ListTicketsResponse, tonic::Status> {
-    Cluster::tickets(channel)
-        .list_tickets(authed(token, pb::ListTicketsRequest::default()))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test]
 async fn one_client_connection_is_spread_over_every_replica_per_rpc() {
     let cluster = Cluster::start(&[]).await;
@@ -401,59 +232,6 @@ async fn a_change_through_one_replica_is_seen_at_once_by_the_others() {
     // The admin (same tenant as the deactivated agent) is unaffected.
     let (outcomes, _) = probe(&cluster, &channel, &admin.token, 3).await;
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
-}
-
-/// aiosmtpd storing every message in a Maildir; killed when dropped.
-struct Smtp {
-    child: std::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Smtp {
-    async fn start() -> Smtp {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let child = std::process::Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(dir.path().join("maildir"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start aiosmtpd (scripts/ensure-services installs it)");
-        let smtp = Smtp { child, port, dir };
-        wait_listening(port, "aiosmtpd").await;
-        smtp
-    }
-
-    /// How many messages each recipient has received.
-    fn recipients(&self) -> BTreeMap<String, usize> {
-        let mut seen = BTreeMap::new();
-        let Ok(entries) = std::fs::read_dir(self.dir.path().join("maildir").join("new")) else {
-            return seen;
-        };
-        for text in entries
-            .filter_map(Result::ok)
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        {
-            let to = text
-                .lines()
-                .find_map(|l| l.strip_prefix("X-RcptTo:"))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default();
-            *seen.entry(to).or_insert(0) += 1;
-        }
-        seen
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

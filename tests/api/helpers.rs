@@ -23,7 +23,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 
-pub use crate::{haproxy_support::*, processes::*};
+pub use crate::processes::*;
 
 /// Where the test PostgreSQL listens (overridable for unusual set-ups).
 pub fn pg_host_port() -> (String, u16) {

@@ -3,7 +3,7 @@
 //! talks to it with the generated client.
 
 mod apikeys_support;
-mod haproxy_support;
+mod balancer_support;
 mod helpers;
 mod jobs;
 mod processes;
