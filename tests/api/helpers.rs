@@ -452,3 +452,24 @@ pub async fn wait_lock_waiters(app: &TestApp, want: i64) {
     }
     panic!("the number of lock waiters never became {want}");
 }
+
+/// Inserts one open, normal ticket row with plain SQL on `conn` (whatever
+/// tenant context, or none, its transaction has): for the tests that check
+/// what the database itself allows.
+pub async fn insert_open_ticket_row(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    reporter: Uuid,
+    title: &str,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    sqlx::query(
+        "insert into tickets (tenant_id, id, title, status, priority, reporter_id, create_time, update_time) \
+         values ($1, $2, $3, 'open', 'normal', $4, now(), now())",
+    )
+    .bind(tenant)
+    .bind(Uuid::now_v7())
+    .bind(title)
+    .bind(reporter)
+    .execute(conn)
+    .await
+}

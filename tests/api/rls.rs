@@ -315,16 +315,9 @@ async fn inserting_another_tenants_rows_violates_with_check() {
 
     // A ticket for B (with B's real user as reporter) under A's context.
     let mut tx = begin_as(&pool, w.a.tenant).await;
-    let err = sqlx::query(
-        "insert into tickets (tenant_id, id, title, status, priority, reporter_id, create_time, update_time) \
-         values ($1, $2, 'planted', 'open', 'normal', $3, now(), now())",
-    )
-    .bind(w.b.tenant.0)
-    .bind(Uuid::now_v7())
-    .bind(w.b.user.0)
-    .execute(&mut *tx)
-    .await
-    .expect_err("insert for another tenant");
+    let err = insert_open_ticket_row(&mut tx, w.b.tenant.0, w.b.user.0, "planted")
+        .await
+        .expect_err("insert for another tenant");
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
     tx.rollback().await.expect("rollback");
 
@@ -353,31 +346,17 @@ async fn inserting_another_tenants_rows_violates_with_check() {
 
     // Without any context nothing can be inserted at all.
     let mut tx = pool.begin().await.expect("begin");
-    let err = sqlx::query(
-        "insert into tickets (tenant_id, id, title, status, priority, reporter_id, create_time, update_time) \
-         values ($1, $2, 'planted', 'open', 'normal', $3, now(), now())",
-    )
-    .bind(w.a.tenant.0)
-    .bind(Uuid::now_v7())
-    .bind(w.a.user.0)
-    .execute(&mut *tx)
-    .await
-    .expect_err("insert without context");
+    let err = insert_open_ticket_row(&mut tx, w.a.tenant.0, w.a.user.0, "planted")
+        .await
+        .expect_err("insert without context");
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
     tx.rollback().await.expect("rollback");
 
     // Positive control: the same insert for A under A's context works.
     let mut tx = begin_as(&pool, w.a.tenant).await;
-    sqlx::query(
-        "insert into tickets (tenant_id, id, title, status, priority, reporter_id, create_time, update_time) \
-         values ($1, $2, 'legit', 'open', 'normal', $3, now(), now())",
-    )
-    .bind(w.a.tenant.0)
-    .bind(Uuid::now_v7())
-    .bind(w.a.user.0)
-    .execute(&mut *tx)
-    .await
-    .expect("insert for own tenant");
+    insert_open_ticket_row(&mut tx, w.a.tenant.0, w.a.user.0, "legit")
+        .await
+        .expect("insert for own tenant");
     tx.rollback().await.expect("rollback");
 
     let mut owner = w.app.db.owner_conn().await;

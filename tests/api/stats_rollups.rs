@@ -215,15 +215,7 @@ async fn insert_open_ticket(conn: &mut PgConnection, w: &World, lock_timeout: &s
         .bind(lock_timeout)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "insert into tickets (tenant_id, id, title, status, priority, reporter_id, create_time, update_time) \
-         values ($1, $2, 'concurrent', 'open', 'normal', $3, now(), now())",
-    )
-    .bind(w.a.tenant.0)
-    .bind(Uuid::now_v7())
-    .bind(w.a.user.0)
-    .execute(&mut *conn)
-    .await?;
+    insert_open_ticket_row(&mut *conn, w.a.tenant.0, w.a.user.0, "concurrent").await?;
     Ok(())
 }
 
