@@ -65,6 +65,8 @@ cargo bench --bench faults -- <pg-restart|redis-kill|overload|all> [options]
   --max-in-flight N    deskd's server.max_in_flight in the overload mode (default 64)
   --down SECONDS       how long PostgreSQL stays down in pg-restart (default 4; 0 is a
                        bare restart, shorter than deskd's health probe can see)
+  --no-pin             overload: let every process use every CPU (by default deskd,
+                       PostgreSQL and Redis get the first half, the generator the rest)
   --tickets N          seeded tickets per tenant (default 10000)
   -h, --help           this text
 ";
@@ -82,6 +84,7 @@ struct Args {
     max_in_flight: usize,
     tickets: u32,
     down: Duration,
+    pin: bool,
 }
 
 fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
@@ -93,6 +96,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
         max_in_flight: MAX_IN_FLIGHT,
         tickets: TICKETS,
         down: pg_restart::DOWN,
+        pin: true,
     };
     let mut mode = false;
     let mut it = argv.into_iter();
@@ -116,6 +120,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
                     _ => return Err(format!("--max-in-flight: `{v}` is not a number between 1 and 100000")),
                 };
             }
+            "--no-pin" => a.pin = false,
             "--down" => {
                 let v = value("--down")?;
                 a.down = match v.parse::<f64>() {
@@ -287,8 +292,22 @@ async fn bench(args: &Args) -> Result<Report, String> {
         report.redis_kill = Some(r);
     }
     if args.overload {
-        println!("overload: server.max_in_flight = {}", args.max_in_flight);
-        let r = overload::run(&ctx, args.max_in_flight).await?;
+        let placement = if args.pin {
+            overload::placement(report.machine.nproc)
+        } else {
+            None
+        };
+        match &placement {
+            Some(p) => println!(
+                "overload: server.max_in_flight = {}; deskd, PostgreSQL and Redis on CPU {}, the generator on CPU {}",
+                args.max_in_flight, p.server_cpus, p.generator_cpus
+            ),
+            None => println!(
+                "overload: server.max_in_flight = {}; no CPU pinning",
+                args.max_in_flight
+            ),
+        }
+        let r = overload::run(&ctx, args.max_in_flight, placement).await?;
         overload::print(&r);
         report.broken.extend(r.broken.iter().map(|b| format!("overload: {b}")));
         report.overload = Some(r);

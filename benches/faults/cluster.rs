@@ -124,6 +124,17 @@ impl Postgres {
         cmd
     }
 
+    /// The postmaster's pid (first line of postmaster.pid).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The last `n` lines of the server log.
     pub fn log_tail(&self, n: usize) -> String {
         tail(&self.log_path(), n)
@@ -201,6 +212,10 @@ impl Redis {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: no shutdown, no goodbye to the clients.
@@ -309,6 +324,50 @@ pub fn deskd_calls(stats: &BTreeMap<String, u64>) -> u64 {
         })
         .map(|(_, calls)| calls)
         .sum()
+}
+
+/// Binds `pid`, every thread of it and every process below it to `cpus`
+/// (a `taskset` CPU list); processes they start later inherit it.
+/// Binds `pid` and all its threads (not its children) to `cpus`.
+pub fn pin(pid: u32, cpus: &str) -> Result<(), String> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-a", "-cp", cpus, &pid.to_string()]).stdout(Stdio::null());
+    run(cmd, "taskset")
+}
+
+pub fn pin_tree(pid: u32, cpus: &str) -> Result<(), String> {
+    let mut pids = vec![pid];
+    let mut i = 0;
+    while i < pids.len() {
+        if let Ok(out) = Command::new("pgrep").args(["-P", &pids[i].to_string()]).output() {
+            pids.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        i += 1;
+    }
+    for p in pids {
+        // A backend may exit between pgrep and taskset: only the root must exist.
+        if let Err(e) = pin(p, cpus)
+            && p == pid
+        {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields count from after ")".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// The last `n` lines of a file.

@@ -32,6 +32,8 @@ pub struct Options<'a> {
     pub redis_prefix: &'a str,
     /// `server.max_in_flight`; deskd's default (1024) when `None`.
     pub max_in_flight: Option<usize>,
+    /// Run on these CPUs only (a `taskset` list).
+    pub cpus: Option<&'a str>,
 }
 
 /// A running `deskd serve`, killed (and reaped) when dropped.
@@ -50,7 +52,15 @@ impl Deskd {
         let log = cwd.join(format!("deskd-{}.log", opts.name));
         let log_file = File::create(&log).map_err(|e| format!("log file: {e}"))?;
         let high = "1000000000";
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskd"));
+        let mut cmd = match opts.cpus {
+            // taskset execs deskd: the pid stays deskd's.
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, env!("CARGO_BIN_EXE_deskd")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_deskd")),
+        };
         cmd.arg("serve")
             .env_clear()
             .envs(deskd_env(db))

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::{
     Ctx,
+    cluster::{cpu_time, pin, pin_tree},
     deskd::{self, Deskd},
     tally::{Rec, Tally, percentile_ms},
 };
@@ -36,8 +37,37 @@ const GENERATOR_CAP: usize = 4096;
 /// The goodput the issue asks for, in percent of capacity.
 pub const REQUIRED_GOODPUT_PCT: f64 = 80.0;
 
+/// Which CPUs the server side (deskd, PostgreSQL, Redis) and the load
+/// generator (this process) run on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placement {
+    pub server_cpus: String,
+    pub generator_cpus: String,
+}
+
+/// The split of `nproc` CPUs: the first half serves, the rest generates.
+pub fn placement(nproc: usize) -> Option<Placement> {
+    (nproc >= 2).then(|| {
+        let half = nproc / 2;
+        Placement {
+            server_cpus: if half == 1 {
+                "0".into()
+            } else {
+                format!("0-{}", half - 1)
+            },
+            generator_cpus: if nproc - half == 1 {
+                format!("{half}")
+            } else {
+                format!("{half}-{}", nproc - 1)
+            },
+        }
+    })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct OverloadReport {
+    /// `None`: every process could use every CPU.
+    pub placement: Option<Placement>,
     pub max_in_flight: usize,
     pub scenario: String,
     pub capacity_workers: usize,
@@ -68,6 +98,14 @@ pub struct OverloadReport {
     pub rss_end_kib: Option<u64>,
     /// deskd's VmHWM at the end (its peak over the whole mode).
     pub hwm_kib: Option<u64>,
+    /// deskd's CPU time per answer (OK or shed) in the capacity run and
+    /// in the open loop, µs.
+    pub deskd_cpu_us_per_answer_capacity: Option<f64>,
+    pub deskd_cpu_us_per_answer_open_loop: Option<f64>,
+    /// deskd's CPU use in the open loop, in CPUs (1.0 = one core busy).
+    pub deskd_cpus_open_loop: Option<f64>,
+    /// This process's (the generator's) CPU use in the open loop, in CPUs.
+    pub generator_cpus_open_loop: Option<f64>,
     pub deskd_error_lines: usize,
     pub broken: Vec<String>,
 }
@@ -122,7 +160,15 @@ async fn capacity(ctx: &Ctx, clients: &[(u32, TicketsClient)]) -> Tally {
     Tally::of(&recs)
 }
 
-pub async fn run(ctx: &Ctx, max_in_flight: usize) -> Result<OverloadReport, String> {
+pub async fn run(ctx: &Ctx, max_in_flight: usize, placement: Option<Placement>) -> Result<OverloadReport, String> {
+    if let Some(p) = &placement {
+        // The generator's extra work at twice the rate must not take CPU
+        // from the server it measures, as on separate machines.
+        pin(std::process::id(), &p.generator_cpus)?;
+        let postmaster = ctx.pg.postmaster_pid().ok_or("no postmaster.pid")?;
+        pin_tree(postmaster, &p.server_cpus)?;
+        pin(ctx.redis.pid().ok_or("redis-server is not running")?, &p.server_cpus)?;
+    }
     let mut server = Deskd::start(
         &ctx.db,
         &ctx.dir,
@@ -131,6 +177,7 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize) -> Result<OverloadReport, Stri
             redis_url: &ctx.redis_url,
             redis_prefix: &ctx.redis_prefix,
             max_in_flight: Some(max_in_flight),
+            cpus: placement.as_ref().map(|p| p.server_cpus.as_str()),
         },
     )
     .await?;
@@ -143,7 +190,9 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize) -> Result<OverloadReport, Stri
         clients.push((tenant.number, c.tickets()));
     }
 
+    let cpu0 = cpu_time(server.pid);
     let cap = capacity(ctx, &clients).await;
+    let cpu1 = cpu_time(server.pid);
     let capacity_rps = cap.count("OK") as f64 / CAPACITY_RUN.as_secs_f64();
     let (rss_after_capacity_kib, _) = server.memory_kib();
     println!(
@@ -180,6 +229,8 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize) -> Result<OverloadReport, Stri
             }
         })
     };
+    let me = std::process::id();
+    let (deskd_cpu_start, own_cpu_start) = (cpu_time(server.pid), cpu_time(me));
     let t0 = Instant::now();
     let mut launched = 0u64;
     let mut skipped = 0u64;
@@ -220,6 +271,8 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize) -> Result<OverloadReport, Stri
     while outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let open_wall = t0.elapsed().as_secs_f64();
+    let (deskd_cpu_end, own_cpu_end) = (cpu_time(server.pid), cpu_time(me));
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
     let (rss_end_kib, hwm_kib) = server.memory_kib();
@@ -247,6 +300,13 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize) -> Result<OverloadReport, Stri
         }
     }
     let goodput_min_1s = per_second.iter().copied().min().unwrap_or(0) as f64;
+    let per_answer = |a: Option<Duration>, b: Option<Duration>, answers: u64| {
+        a.zip(b)
+            .filter(|_| answers > 0)
+            .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e6 / answers as f64)
+    };
+    let busy =
+        |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| b.saturating_sub(a).as_secs_f64() / open_wall);
 
     let mut broken = Vec::new();
     if goodput_pct < REQUIRED_GOODPUT_PCT {
@@ -259,6 +319,14 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize) -> Result<OverloadReport, Stri
     if internal > 0 {
         broken.push(format!("{internal} INTERNAL/UNKNOWN answers"));
     }
+    // The CPU samples of the capacity run include its warm-up: scale the
+    // answers counted in the measured window to the whole run.
+    let deskd_cpu_us_per_answer_capacity = per_answer(
+        cpu0,
+        cpu1,
+        (cap.requests as f64 * (CAPACITY_WARMUP + CAPACITY_RUN).as_secs_f64() / CAPACITY_RUN.as_secs_f64()) as u64,
+    );
+    let deskd_cpu_us_per_answer_open_loop = per_answer(deskd_cpu_start, deskd_cpu_end, open_loop.requests);
     Ok(OverloadReport {
         max_in_flight,
         scenario: "GetTicket of a random seeded ticket".into(),
@@ -282,12 +350,25 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize) -> Result<OverloadReport, Stri
         rss_peak_open_loop_kib: peak_rss.load(Ordering::Relaxed),
         rss_end_kib,
         hwm_kib,
+        deskd_cpu_us_per_answer_capacity,
+        deskd_cpu_us_per_answer_open_loop,
+        deskd_cpus_open_loop: busy(deskd_cpu_start, deskd_cpu_end),
+        generator_cpus_open_loop: busy(own_cpu_start, own_cpu_end),
+        placement,
         deskd_error_lines,
         broken,
     })
 }
 
 pub fn print(r: &OverloadReport) {
+    let f = |v: Option<f64>, d: usize| v.map_or("?".into(), |v| format!("{v:.d$}"));
+    println!(
+        "  deskd CPU: {} µs per answer at capacity, {} µs per answer (OK or shed) in the open loop; busy CPUs in the open loop: deskd {}, generator {}",
+        f(r.deskd_cpu_us_per_answer_capacity, 0),
+        f(r.deskd_cpu_us_per_answer_open_loop, 0),
+        f(r.deskd_cpus_open_loop, 2),
+        f(r.generator_cpus_open_loop, 2)
+    );
     println!(
         "  open loop: {:.0} req/s offered for {:.0} s ({} launched, {} skipped at the generator's cap of {}; launch lag p99 {:.2} ms)",
         r.offered_rps, r.open_loop_s, r.launched, r.skipped_at_generator_cap, r.generator_cap, r.launch_lag_p99_ms

@@ -4,6 +4,7 @@
 //! down and SERVING after, and the same deskd process must serve again.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -11,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deskd_client::{DeskdClient, RetryPolicy, code_name, proto::tickets::v1 as pb};
+use deskd_client::{DeskdClient, DeskdError, RetryPolicy, code_name, proto::tickets::v1 as pb};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -116,6 +117,8 @@ pub struct PgRestartReport {
     /// Titles stored more than once (a retried create done twice): the
     /// request_id must prevent this.
     pub duplicated_titles: u64,
+    /// Failures by code and ErrorInfo reason.
+    pub failure_reasons: BTreeMap<String, u64>,
     /// From PostgreSQL back to the first OK answer.
     pub first_ok_after_back_ms: Option<f64>,
     /// From PostgreSQL back to the end of the last failed request.
@@ -139,6 +142,9 @@ struct WorkerOut {
     acked: Vec<(Uuid, String)>,
     /// Titles of creates answered with an error.
     failed_titles: Vec<String>,
+    /// Failures by "CODE reason" (ErrorInfo's reason: DEPENDENCY_UNAVAILABLE
+    /// says deskd itself answered, "none" that it did not).
+    reasons: BTreeMap<String, u64>,
 }
 
 async fn worker(
@@ -155,11 +161,17 @@ async fn worker(
         recs: Vec::new(),
         acked: Vec::new(),
         failed_titles: Vec::new(),
+        reasons: BTreeMap::new(),
     };
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let start = t0.elapsed();
+        let mut failed = |e: &DeskdError| {
+            let key = format!("{} {}", code_name(e.code()), e.reason().unwrap_or("none"));
+            *out.reasons.entry(key).or_insert(0) += 1;
+            code_name(e.code())
+        };
         let code = if i.is_multiple_of(4) {
             // One read in four: a seeded ticket.
             let n = 1 + rand::random::<u32>() % seeded.tickets;
@@ -170,7 +182,7 @@ async fn worker(
                 .await
             {
                 Ok(_) => "OK",
-                Err(e) => code_name(e.code()),
+                Err(e) => failed(&e),
             }
         } else {
             let title = format!("faults {tag} w{w} n{i}");
@@ -197,7 +209,7 @@ async fn worker(
                 },
                 Err(e) => {
                     out.failed_titles.push(title);
-                    code_name(e.code())
+                    failed(&e)
                 }
             }
         };
@@ -263,6 +275,7 @@ pub async fn run(ctx: &Ctx, variant: Variant, down: Duration, index: usize) -> R
             redis_url: &ctx.redis_url,
             redis_prefix: &ctx.redis_prefix,
             max_in_flight: None,
+            cpus: None,
         },
     )
     .await?;
@@ -304,6 +317,10 @@ pub async fn run(ctx: &Ctx, variant: Variant, down: Duration, index: usize) -> R
     server.stop();
 
     let recs: Vec<Rec> = outs.iter().flat_map(|o| o.recs.iter().copied()).collect();
+    let mut failure_reasons = BTreeMap::new();
+    for (k, n) in outs.iter().flat_map(|o| o.reasons.iter()) {
+        *failure_reasons.entry(k.clone()).or_insert(0) += n;
+    }
     let stop_us = (outage.stop_issued_ms * 1000.0) as u64;
     let back_us = (outage.back_ms * 1000.0) as u64;
     let before = Tally::of(recs.iter().filter(|r| r.end_us < stop_us));
@@ -407,6 +424,7 @@ pub async fn run(ctx: &Ctx, variant: Variant, down: Duration, index: usize) -> R
         lost,
         committed_unacknowledged: committed_unacknowledged as u64,
         duplicated_titles: duplicated as u64,
+        failure_reasons,
         first_ok_after_back_ms,
         last_failure_after_back_ms,
         health,
@@ -454,6 +472,15 @@ pub fn print(r: &PgRestartReport) {
         r.lost,
         r.committed_unacknowledged,
         r.duplicated_titles
+    );
+    let reasons: Vec<String> = r.failure_reasons.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    println!(
+        "  failures by code and reason: {}",
+        if reasons.is_empty() {
+            "none".into()
+        } else {
+            reasons.join(", ")
+        }
     );
     let opt = |v: Option<f64>| v.map_or("never".into(), |v| format!("{v:.0} ms"));
     println!(

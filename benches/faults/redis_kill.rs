@@ -132,6 +132,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<RedisKillReport, String> {
             redis_url: &ctx.redis_url,
             redis_prefix: &ctx.redis_prefix,
             max_in_flight: None,
+            cpus: None,
         },
     )
     .await?;
