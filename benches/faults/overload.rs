@@ -36,6 +36,11 @@ const OPEN_LOOP_RUN: Duration = Duration::from_secs(20);
 const GENERATOR_CAP: usize = 4096;
 /// The goodput the issue asks for, in percent of capacity.
 pub const REQUIRED_GOODPUT_PCT: f64 = 80.0;
+/// "Admitted requests keep a bounded p99": far below any client deadline;
+/// a queue that lets p99 pass this is the unbounded kind.
+const ADMITTED_P99_BOUND_MS: f64 = 1000.0;
+/// A loose ceiling on deskd's resident memory under overload.
+const RSS_BOUND_KIB: u64 = 256 * 1024;
 
 /// Which CPUs the server side (deskd, PostgreSQL, Redis) and the load
 /// generator (this process) run on.
@@ -313,6 +318,27 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize, placement: Option<Placement>) 
         broken.push(format!(
             "goodput {goodput_rps:.0} OK/s is {goodput_pct:.1} % of capacity {capacity_rps:.0}/s (< {REQUIRED_GOODPUT_PCT} %)"
         ));
+    }
+    if admitted.p99_ms > ADMITTED_P99_BOUND_MS {
+        broken.push(format!(
+            "admitted p99 {:.0} ms > {ADMITTED_P99_BOUND_MS} ms",
+            admitted.p99_ms
+        ));
+    }
+    if shed.requests > 0 && shed.p99_ms > admitted.p99_ms {
+        broken.push(format!(
+            "shed answers (p99 {:.1} ms) slower than admitted ones (p99 {:.1} ms)",
+            shed.p99_ms, admitted.p99_ms
+        ));
+    }
+    if skipped > 0 {
+        broken.push(format!(
+            "{skipped} launches skipped: {GENERATOR_CAP} requests were outstanding (queued, not shed)"
+        ));
+    }
+    let rss_peak = peak_rss.load(Ordering::Relaxed).max(hwm_kib.unwrap_or(0));
+    if rss_peak > RSS_BOUND_KIB {
+        broken.push(format!("deskd's RSS reached {} MiB", rss_peak / 1024));
     }
     let internal =
         open_loop.count("INTERNAL") + open_loop.count("UNKNOWN") + cap.count("INTERNAL") + cap.count("UNKNOWN");
