@@ -1,5 +1,5 @@
-//! overload: capacity measured closed-loop first, then an open-loop
-//! generator offers twice that rate. The load shedder must answer the
+//! overload: capacity measured closed-loop, and an open-loop generator
+//! offering twice that rate, in alternating slices (C O C O C O C). The load shedder must answer the
 //! excess at once (RESOURCE_EXHAUSTED), the admitted requests must keep a
 //! bounded latency, goodput must stay at ≥ 80 % of capacity and deskd's
 //! memory bounded.
@@ -25,12 +25,15 @@ use crate::{
 /// Closed-loop workers of the capacity run.
 const CAPACITY_WORKERS: usize = 16;
 const CAPACITY_WARMUP: Duration = Duration::from_secs(2);
-const CAPACITY_RUN: Duration = Duration::from_secs(10);
+/// Capacity slices alternate with open-loop slices: SLICES + 1 of these…
+const CAPACITY_SLICE: Duration = Duration::from_secs(5);
+/// …around SLICES of these.
+const OPEN_SLICE: Duration = Duration::from_secs(7);
+const SLICES: usize = 3;
 /// HTTP/2 connections of both runs (deskd allows 256 streams on each).
 const CONNECTIONS: usize = 4;
 /// The open-loop run offers this multiple of the measured capacity.
 const OVERLOAD_FACTOR: f64 = 2.0;
-const OPEN_LOOP_RUN: Duration = Duration::from_secs(20);
 /// The generator's own bound: past this many unanswered requests it skips
 /// (and counts) launches instead of piling up tasks.
 const GENERATOR_CAP: usize = 4096;
@@ -77,6 +80,8 @@ pub struct OverloadReport {
     pub scenario: String,
     pub capacity_workers: usize,
     pub capacity_rps: f64,
+    /// Seconds of closed-loop capacity slices.
+    pub capacity_window_s: f64,
     pub capacity: Tally,
     pub offered_rps: f64,
     pub open_loop_s: f64,
@@ -97,8 +102,8 @@ pub struct OverloadReport {
     /// RESOURCE_EXHAUSTED and UNAVAILABLE answers.
     pub shed: Tally,
     pub rss_idle_kib: Option<u64>,
-    pub rss_after_capacity_kib: Option<u64>,
-    /// The largest VmRSS sampled every 100 ms during the open-loop run.
+    pub rss_after_warmup_kib: Option<u64>,
+    /// The largest VmRSS sampled every 100 ms over all slices.
     pub rss_peak_open_loop_kib: u64,
     pub rss_end_kib: Option<u64>,
     /// deskd's VmHWM at the end (its peak over the whole mode).
@@ -130,12 +135,11 @@ async fn get(tickets: &TicketsClient, id: String) -> &'static str {
     }
 }
 
-/// Closed loop: `CAPACITY_WORKERS` workers, OK answers per second of the
-/// measured window.
-async fn capacity(ctx: &Ctx, clients: &[(u32, TicketsClient)]) -> Tally {
+/// Closed loop: `CAPACITY_WORKERS` workers for `run`; the answers that
+/// started and ended inside it.
+async fn closed_loop(ctx: &Ctx, clients: &[(u32, TicketsClient)], run: Duration) -> Vec<Rec> {
     let t0 = Instant::now();
-    let measure_from = t0 + CAPACITY_WARMUP;
-    let end = measure_from + CAPACITY_RUN;
+    let end = t0 + run;
     let mut tasks = Vec::new();
     for w in 0..CAPACITY_WORKERS {
         let (tenant, tickets) = clients[w % clients.len()].clone();
@@ -149,7 +153,7 @@ async fn capacity(ctx: &Ctx, clients: &[(u32, TicketsClient)]) -> Tally {
                 }
                 let id = seeded.ticket_id(tenant, 1 + rand::random::<u32>() % seeded.tickets);
                 let code = get(&tickets, id).await;
-                if start >= measure_from && Instant::now() <= end {
+                if Instant::now() <= end {
                     recs.push(record(start, t0, code));
                 }
             }
@@ -162,84 +166,30 @@ async fn capacity(ctx: &Ctx, clients: &[(u32, TicketsClient)]) -> Tally {
             recs.extend(r);
         }
     }
-    Tally::of(&recs)
+    recs
 }
 
-pub async fn run(ctx: &Ctx, max_in_flight: usize, placement: Option<Placement>) -> Result<OverloadReport, String> {
-    if let Some(p) = &placement {
-        // The generator's extra work at twice the rate must not take CPU
-        // from the server it measures, as on separate machines.
-        pin(std::process::id(), &p.generator_cpus)?;
-        let postmaster = ctx.pg.postmaster_pid().ok_or("no postmaster.pid")?;
-        pin_tree(postmaster, &p.server_cpus)?;
-        pin(ctx.redis.pid().ok_or("redis-server is not running")?, &p.server_cpus)?;
-    }
-    let mut server = Deskd::start(
-        &ctx.db,
-        &ctx.dir,
-        &deskd::Options {
-            name: "overload",
-            redis_url: &ctx.redis_url,
-            redis_prefix: &ctx.redis_prefix,
-            max_in_flight: Some(max_in_flight),
-            cpus: placement.as_ref().map(|p| p.server_cpus.as_str()),
-        },
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss_idle_kib, _) = server.memory_kib();
-    let mut clients = Vec::new();
-    for i in 0..CONNECTIONS {
-        let tenant = &ctx.seeded.tenants[i % ctx.seeded.tenants.len()];
-        let c = deskd::client(server.addr, tenant, RetryPolicy::none()).await?;
-        clients.push((tenant.number, c.tickets()));
-    }
+/// What one open-loop slice did.
+#[derive(Default)]
+struct OpenSlice {
+    /// Latencies from the scheduled send time; times since the slice's start.
+    recs: Vec<Rec>,
+    /// Launch lag behind schedule, µs.
+    lags: Vec<u64>,
+    launched: u64,
+    skipped: u64,
+}
 
-    let cpu0 = cpu_time(server.pid);
-    let cap = capacity(ctx, &clients).await;
-    let cpu1 = cpu_time(server.pid);
-    let capacity_rps = cap.count("OK") as f64 / CAPACITY_RUN.as_secs_f64();
-    let (rss_after_capacity_kib, _) = server.memory_kib();
-    println!(
-        "  capacity: {capacity_rps:.0} OK/s closed-loop at c={CAPACITY_WORKERS} (p99 {:.2} ms; {})",
-        cap.p99_ms,
-        cap.codes_line()
-    );
-    if capacity_rps < 1.0 {
-        return Err(format!("capacity run answered no OK ({})", cap.codes_line()));
-    }
-
-    // Open loop: request i is due at t0 + i / rate, whether or not earlier
-    // ones were answered.
-    let rate = OVERLOAD_FACTOR * capacity_rps;
-    let total = (rate * OPEN_LOOP_RUN.as_secs_f64()) as u64;
+/// Open loop: request i is due at t0 + i / rate, whether or not earlier
+/// ones were answered; returns once every launched request is answered
+/// (each has a 10-s deadline).
+async fn open_loop(ctx: &Ctx, clients: &[(u32, TicketsClient)], rate: f64, run: Duration) -> OpenSlice {
+    let total = (rate * run.as_secs_f64()) as u64;
     let recs: Arc<Mutex<Vec<Rec>>> = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let lags: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let outstanding = Arc::new(AtomicUsize::new(0));
-    let peak_rss = Arc::new(AtomicU64::new(0));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (pid, peak, on) = (server.pid, peak_rss.clone(), sampling.clone());
-        tokio::spawn(async move {
-            while on.load(Ordering::Relaxed) {
-                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-                peak.fetch_max(rss, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    let me = std::process::id();
-    let (deskd_cpu_start, own_cpu_start) = (cpu_time(server.pid), cpu_time(me));
     let t0 = Instant::now();
-    let mut launched = 0u64;
-    let mut skipped = 0u64;
-    let mut i = 0u64;
+    let (mut launched, mut skipped, mut i) = (0u64, 0u64, 0u64);
     while i < total {
         let due = ((t0.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
         while i < due {
@@ -271,47 +221,155 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize, placement: Option<Placement>) 
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    // Let the last requests finish (each has a 10 s deadline).
     let drain_until = Instant::now() + deskd::CALL_TIMEOUT + Duration::from_secs(1);
     while outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let open_wall = t0.elapsed().as_secs_f64();
-    let (deskd_cpu_end, own_cpu_end) = (cpu_time(server.pid), cpu_time(me));
+    let recs = recs.lock().map(|v| v.clone()).unwrap_or_default();
+    let lags = lags.lock().map(|v| v.clone()).unwrap_or_default();
+    OpenSlice {
+        recs,
+        lags,
+        launched,
+        skipped,
+    }
+}
+
+fn cpu_delta(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    a.zip(b).map(|(a, b)| b.saturating_sub(a))
+}
+
+fn add(total: &mut Option<Duration>, d: Option<Duration>) {
+    *total = total.zip(d).map(|(t, d)| t + d);
+}
+
+pub async fn run(ctx: &Ctx, max_in_flight: usize, placement: Option<Placement>) -> Result<OverloadReport, String> {
+    if let Some(p) = &placement {
+        // The generator's extra work at twice the rate must not take CPU
+        // from the server it measures, as on separate machines.
+        pin(std::process::id(), &p.generator_cpus)?;
+        let postmaster = ctx.pg.postmaster_pid().ok_or("no postmaster.pid")?;
+        pin_tree(postmaster, &p.server_cpus)?;
+        pin(ctx.redis.pid().ok_or("redis-server is not running")?, &p.server_cpus)?;
+    }
+    let mut server = Deskd::start(
+        &ctx.db,
+        &ctx.dir,
+        &deskd::Options {
+            name: "overload",
+            redis_url: &ctx.redis_url,
+            redis_prefix: &ctx.redis_prefix,
+            max_in_flight: Some(max_in_flight),
+            cpus: placement.as_ref().map(|p| p.server_cpus.as_str()),
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_idle_kib, _) = server.memory_kib();
+    let mut clients = Vec::new();
+    for i in 0..CONNECTIONS {
+        let tenant = &ctx.seeded.tenants[i % ctx.seeded.tenants.len()];
+        let c = deskd::client(server.addr, tenant, RetryPolicy::none()).await?;
+        clients.push((tenant.number, c.tickets()));
+    }
+    let _ = closed_loop(ctx, &clients, CAPACITY_WARMUP).await;
+    let (rss_after_warmup_kib, _) = server.memory_kib();
+
+    let peak_rss = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (pid, peak, on) = (server.pid, peak_rss.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while on.load(Ordering::Relaxed) {
+                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                peak.fetch_max(rss, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // Capacity and overload slices alternate (C O C O C O C), so that a
+    // change in what else the machine runs weighs on both alike; the
+    // offered rate is twice the first slice's capacity.
+    let me = std::process::id();
+    let mut cap_recs = Vec::new();
+    let mut open = OpenSlice::default();
+    let mut per_second: Vec<u64> = Vec::new();
+    let (mut cap_cpu, mut open_cpu, mut own_cpu) = (Some(Duration::ZERO), Some(Duration::ZERO), Some(Duration::ZERO));
+    let mut open_wall = Duration::ZERO;
+    let mut rate = 0.0;
+    for slice in 0..=SLICES {
+        let c0 = cpu_time(server.pid);
+        let recs = closed_loop(ctx, &clients, CAPACITY_SLICE).await;
+        add(&mut cap_cpu, cpu_delta(c0, cpu_time(server.pid)));
+        let ok = recs.iter().filter(|r| r.ok()).count() as f64 / CAPACITY_SLICE.as_secs_f64();
+        println!("  capacity slice {}: {ok:.0} OK/s at c={CAPACITY_WORKERS}", slice + 1);
+        cap_recs.extend(recs);
+        if slice == 0 {
+            if ok < 1.0 {
+                return Err("the capacity run answered no OK".into());
+            }
+            rate = OVERLOAD_FACTOR * ok;
+        }
+        if slice == SLICES {
+            break;
+        }
+        let (d0, m0, w0) = (cpu_time(server.pid), cpu_time(me), Instant::now());
+        let s = open_loop(ctx, &clients, rate, OPEN_SLICE).await;
+        add(&mut open_cpu, cpu_delta(d0, cpu_time(server.pid)));
+        add(&mut own_cpu, cpu_delta(m0, cpu_time(me)));
+        open_wall += w0.elapsed();
+        let mut seconds = vec![0u64; OPEN_SLICE.as_secs() as usize];
+        for r in s.recs.iter().filter(|r| r.ok()) {
+            if let Some(slot) = seconds.get_mut((r.end_us / 1_000_000) as usize) {
+                *slot += 1;
+            }
+        }
+        let good = s.recs.iter().filter(|r| r.ok()).count() as f64 / OPEN_SLICE.as_secs_f64();
+        println!(
+            "  open-loop slice {}: {rate:.0} req/s offered, {good:.0} OK/s",
+            slice + 1
+        );
+        per_second.extend(seconds);
+        open.recs.extend(s.recs);
+        open.lags.extend(s.lags);
+        open.launched += s.launched;
+        open.skipped += s.skipped;
+    }
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
     let (rss_end_kib, hwm_kib) = server.memory_kib();
     let deskd_error_lines = server.error_lines().len();
     server.stop();
 
-    let recs = recs.lock().map(|v| v.clone()).unwrap_or_default();
-    let mut lags = lags.lock().map(|v| v.clone()).unwrap_or_default();
+    let cap = Tally::of(&cap_recs);
+    let capacity_window = CAPACITY_SLICE.as_secs_f64() * (SLICES + 1) as f64;
+    let capacity_rps = cap.count("OK") as f64 / capacity_window;
+    let mut lags = open.lags;
     lags.sort_unstable();
+    let recs = open.recs;
+    let (launched, skipped) = (open.launched, open.skipped);
     let open_loop = Tally::of(&recs);
     let admitted = Tally::of(recs.iter().filter(|r| r.ok()));
     let shed = Tally::of(
         recs.iter()
             .filter(|r| matches!(r.code, "RESOURCE_EXHAUSTED" | "UNAVAILABLE")),
     );
-    let window = OPEN_LOOP_RUN.as_secs_f64();
+    let window = OPEN_SLICE.as_secs_f64() * SLICES as f64;
     let goodput_rps = admitted.requests as f64 / window;
     let goodput_pct = 100.0 * goodput_rps / capacity_rps;
-    // OK answers per completion second, over the whole seconds of the run.
-    let seconds = OPEN_LOOP_RUN.as_secs() as usize;
-    let mut per_second = vec![0u64; seconds];
-    for r in recs.iter().filter(|r| r.ok()) {
-        if let Some(slot) = per_second.get_mut((r.end_us / 1_000_000) as usize) {
-            *slot += 1;
-        }
-    }
     let goodput_min_1s = per_second.iter().copied().min().unwrap_or(0) as f64;
-    let per_answer = |a: Option<Duration>, b: Option<Duration>, answers: u64| {
-        a.zip(b)
-            .filter(|_| answers > 0)
-            .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e6 / answers as f64)
+    let per_answer = |cpu: Option<Duration>, answers: u64| {
+        cpu.filter(|_| answers > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / answers as f64)
     };
-    let busy =
-        |a: Option<Duration>, b: Option<Duration>| a.zip(b).map(|(a, b)| b.saturating_sub(a).as_secs_f64() / open_wall);
+    let busy = |cpu: Option<Duration>| cpu.map(|c| c.as_secs_f64() / open_wall.as_secs_f64().max(1e-9));
 
     let mut broken = Vec::new();
     if goodput_pct < REQUIRED_GOODPUT_PCT {
@@ -345,19 +403,14 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize, placement: Option<Placement>) 
     if internal > 0 {
         broken.push(format!("{internal} INTERNAL/UNKNOWN answers"));
     }
-    // The CPU samples of the capacity run include its warm-up: scale the
-    // answers counted in the measured window to the whole run.
-    let deskd_cpu_us_per_answer_capacity = per_answer(
-        cpu0,
-        cpu1,
-        (cap.requests as f64 * (CAPACITY_WARMUP + CAPACITY_RUN).as_secs_f64() / CAPACITY_RUN.as_secs_f64()) as u64,
-    );
-    let deskd_cpu_us_per_answer_open_loop = per_answer(deskd_cpu_start, deskd_cpu_end, open_loop.requests);
+    let deskd_cpu_us_per_answer_capacity = per_answer(cap_cpu, cap.requests);
+    let deskd_cpu_us_per_answer_open_loop = per_answer(open_cpu, open_loop.requests);
     Ok(OverloadReport {
         max_in_flight,
         scenario: "GetTicket of a random seeded ticket".into(),
         capacity_workers: CAPACITY_WORKERS,
         capacity_rps,
+        capacity_window_s: capacity_window,
         capacity: cap,
         offered_rps: rate,
         open_loop_s: window,
@@ -372,14 +425,14 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize, placement: Option<Placement>) 
         admitted,
         shed,
         rss_idle_kib,
-        rss_after_capacity_kib,
+        rss_after_warmup_kib,
         rss_peak_open_loop_kib: peak_rss.load(Ordering::Relaxed),
         rss_end_kib,
         hwm_kib,
         deskd_cpu_us_per_answer_capacity,
         deskd_cpu_us_per_answer_open_loop,
-        deskd_cpus_open_loop: busy(deskd_cpu_start, deskd_cpu_end),
-        generator_cpus_open_loop: busy(own_cpu_start, own_cpu_end),
+        deskd_cpus_open_loop: busy(open_cpu),
+        generator_cpus_open_loop: busy(own_cpu),
         placement,
         deskd_error_lines,
         broken,
@@ -387,6 +440,14 @@ pub async fn run(ctx: &Ctx, max_in_flight: usize, placement: Option<Placement>) 
 }
 
 pub fn print(r: &OverloadReport) {
+    println!(
+        "  capacity: {:.0} OK/s closed-loop at c={} ({} s in slices; p99 {:.2} ms; {})",
+        r.capacity_rps,
+        r.capacity_workers,
+        r.capacity_window_s,
+        r.capacity.p99_ms,
+        r.capacity.codes_line()
+    );
     let f = |v: Option<f64>, d: usize| v.map_or("?".into(), |v| format!("{v:.d$}"));
     println!(
         "  deskd CPU: {} µs per answer at capacity, {} µs per answer (OK or shed) in the open loop; busy CPUs in the open loop: deskd {}, generator {}",
@@ -415,9 +476,9 @@ pub fn print(r: &OverloadReport) {
     );
     let kib = |v: Option<u64>| v.map_or("?".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
     println!(
-        "  deskd RSS: idle {}, after the capacity run {}, peak sampled in the open loop {}, at the end {}, VmHWM {}",
+        "  deskd RSS: idle {}, after the warm-up {}, peak sampled {}, at the end {}, VmHWM {}",
         kib(r.rss_idle_kib),
-        kib(r.rss_after_capacity_kib),
+        kib(r.rss_after_warmup_kib),
         kib(Some(r.rss_peak_open_loop_kib)),
         kib(r.rss_end_kib),
         kib(r.hwm_kib)
