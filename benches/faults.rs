@@ -11,8 +11,8 @@
 //!
 //! It never touches the shared PostgreSQL (5432) or Redis (6379): it
 //! starts its own PostgreSQL 15 cluster (`initdb` into a temporary
-//! directory owned by the `postgres` OS user, so it must run as root or as
-//! that user) and its own `redis-server`, both on free ports, migrates and
+//! directory owned by the `postgres` OS user through `runuser`, so it must
+//! run as root) and its own `redis-server`, both on free ports, migrates and
 //! seeds a database the way the load benchmark does (`benches/load/seed.rs`,
 //! reused as is), starts the release `deskd serve` for each mode and drives
 //! it with `deskd-client`. Processes and directories are removed at the
