@@ -58,8 +58,9 @@ cargo bench --bench faults -- <pg-restart|redis-kill|overload|all> [options]
   pg-restart   PostgreSQL stopped (-m fast, then -m immediate) and started again
                under CreateTicket/GetTicket load; a third run with client retries
   redis-kill   redis-server SIGKILLed under read load, started again 4 s later
-  overload     capacity closed-loop at c=16, then an open loop at twice it
-  all          the three, in that order (about 3 minutes)
+  overload     capacity closed-loop at c=16 in slices alternating with an open loop
+               at twice it (C O C O C O C)
+  all          the three, in that order (about 2-3 minutes)
 
   --json FILE          write the report as JSON
   --max-in-flight N    deskd's server.max_in_flight in the overload mode (default 64)
