@@ -13,6 +13,8 @@
 
 #[path = "../tests/api/helpers.rs"]
 mod helpers;
+#[path = "../tests/api/processes.rs"]
+mod processes;
 
 use std::time::{Duration, Instant};
 

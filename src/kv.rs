@@ -10,7 +10,11 @@
 //! Redis is never the system of record here: every caller has a way to go
 //! on without it (rate limits fail open or closed by config, caches fall
 //! through to PostgreSQL), so every call returns `Err(RedisDown)` rather
-//! than waiting.
+//! than waiting. bb8's `get` does not return a failed connect's error: a
+//! caller waits out the whole op timeout. So once the pool could not give a
+//! connection, every call fails at once for `redis.retry_interval`, and the
+//! first call after it tries Redis again. (A dead pooled connection fails
+//! fast and is replaced; it does not count.)
 
 use std::{
     sync::{
@@ -116,6 +120,9 @@ pub struct Redis {
     log_interval: Duration,
     failures: AtomicU64,
     last_log: Mutex<Option<Instant>>,
+    retry_interval: Duration,
+    /// Until when calls fail at once (a connection-level failure was seen).
+    down_until: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -162,6 +169,8 @@ impl Redis {
             log_interval: cfg.log_interval,
             failures: AtomicU64::new(0),
             last_log: Mutex::new(None),
+            retry_interval: cfg.retry_interval,
+            down_until: Mutex::new(None),
         })))
     }
 
@@ -221,11 +230,24 @@ impl Redis {
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        if self.known_down() {
+            self.note_failure(what, "down (retrying after redis.retry_interval)");
+            return Err(RedisDown);
+        }
+        // Whether the pool gave a connection: a dead pooled connection fails
+        // fast and is replaced, but a pool that cannot connect makes every
+        // caller wait out the op timeout.
+        let mut got_connection = false;
         let attempt = async {
             let conn = self.pool.get_owned().await.map_err(|e| e.to_string())?;
+            got_connection = true;
             op(conn).await.map_err(|e| e.to_string())
         };
-        match tokio::time::timeout(self.op_timeout, attempt).await {
+        let result = tokio::time::timeout(self.op_timeout, attempt).await;
+        if !got_connection && !matches!(result, Ok(Ok(_))) {
+            self.mark_down();
+        }
+        match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 self.note_failure(what, &e);
@@ -236,6 +258,27 @@ impl Redis {
                 Err(RedisDown)
             }
         }
+    }
+
+    /// Whether the pool failed to give a connection less than
+    /// `retry_interval` ago.
+    fn known_down(&self) -> bool {
+        match self.down_until.lock() {
+            Ok(until) => until.is_some_and(|t| Instant::now() < t),
+            Err(_) => false,
+        }
+    }
+
+    fn mark_down(&self) {
+        if let Ok(mut until) = self.down_until.lock() {
+            *until = Some(Instant::now() + self.retry_interval);
+        }
+    }
+
+    /// Connections requested from the pool since start (each call that
+    /// tried Redis asked for one).
+    pub fn pool_gets(&self) -> u64 {
+        self.pool.state().statistics.get_started
     }
 
     /// Counts a failure; logs once per interval.
@@ -266,5 +309,52 @@ impl Redis {
     /// Redis calls that failed or timed out since start.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable(retry_interval: Duration) -> Arc<Redis> {
+        // A port nothing listens on: every connect is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let cfg = RedisConfig {
+            url: secrecy::SecretString::from(format!("redis://127.0.0.1:{port}/0")),
+            retry_interval,
+            ..RedisConfig::default()
+        };
+        Redis::from_config(&cfg).expect("valid").expect("configured")
+    }
+
+    async fn ping(redis: &Redis) -> Result<(), RedisDown> {
+        redis
+            .run("ping", |mut c| async move {
+                redis::cmd("PING").query_async::<()>(&mut *c).await
+            })
+            .await
+    }
+
+    /// The pool hands a refused connect to a waiting `get` only as its own
+    /// timeout: each call would wait out the op timeout. After one failure,
+    /// calls within `retry_interval` do not ask the pool at all.
+    #[tokio::test]
+    async fn after_a_connection_failure_calls_fail_at_once_until_the_retry_interval() {
+        let redis = unreachable(Duration::from_secs(3600));
+        for _ in 0..20 {
+            assert_eq!(ping(&redis).await, Err(RedisDown));
+        }
+        assert_eq!(redis.pool_gets(), 1, "only the first call tried Redis");
+        assert_eq!(redis.failures(), 20, "every call counts as degraded");
+
+        // With no interval every call tries again: the window is what saves them.
+        let redis = unreachable(Duration::ZERO);
+        for _ in 0..5 {
+            assert_eq!(ping(&redis).await, Err(RedisDown));
+        }
+        assert_eq!(redis.pool_gets(), 5);
     }
 }

@@ -72,6 +72,11 @@ pub struct RedisConfig {
     /// How often a Redis outage is logged (once per interval, not per request).
     #[serde(with = "humantime_serde")]
     pub log_interval: Duration,
+    /// After the pool could not give a call a connection (refused, timed
+    /// out), how long every call fails at once instead of waiting out
+    /// `op_timeout` again; the first call after it tries Redis again.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
 }
 
 impl Default for RedisConfig {
@@ -83,6 +88,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_millis(500),
             op_timeout: Duration::from_millis(100),
             log_interval: Duration::from_secs(10),
+            retry_interval: Duration::from_millis(500),
         }
     }
 }

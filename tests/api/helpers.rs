@@ -23,6 +23,8 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
 
+// Unused where helpers.rs is included without the suite (benches/invalidation.rs).
+#[allow(unused_imports)]
 pub use crate::processes::*;
 
 /// Where the test PostgreSQL listens (overridable for unusual set-ups).
