@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo bench --bench h2abuse                      # ~1.5 minutes
-//! cargo bench --bench h2abuse -- --duration 10 --reset-attackers 2 --flood-attackers 2
+//! cargo bench --bench h2abuse -- --reset-attackers 2 --flood-attackers 2 --shared-runtime
 //! ```
 //!
 //! The normal client is the load benchmark's GetCurrentUser scenario at
@@ -18,8 +18,10 @@
 //!   second tenant's valid token (so the first `max_concurrent_streams` stay
 //!   open, waiting for request bodies, and the rest are refused).
 //!
-//! Each attacker records how the server ended its connection. The run
-//! writes JSON (default `target/h2abuse.json`).
+//! By default one attacker of each kind, on a thread of their own with a
+//! single-threaded runtime (at most one core; this bench, deskd and the
+//! attackers share the machine). Each attacker records how the server ended
+//! its connection. The run writes JSON (default `target/h2abuse.json`).
 
 #[path = "load/driver.rs"]
 #[allow(dead_code)]
@@ -67,6 +69,7 @@ struct Args {
     connections: u32,
     reset_attackers: u32,
     flood_attackers: u32,
+    shared_runtime: bool,
     json: PathBuf,
 }
 
@@ -76,8 +79,9 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         warmup: Duration::from_secs(3),
         concurrency: 8,
         connections: 2,
-        reset_attackers: 2,
-        flood_attackers: 2,
+        reset_attackers: 1,
+        flood_attackers: 1,
+        shared_runtime: false,
         json: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/h2abuse.json"),
     };
     while let Some(flag) = it.next() {
@@ -92,6 +96,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--connections" => a.connections = num(value()?)?.max(1),
             "--reset-attackers" => a.reset_attackers = num(value()?)?,
             "--flood-attackers" => a.flood_attackers = num(value()?)?,
+            "--shared-runtime" => a.shared_runtime = true,
             "--json" => a.json = PathBuf::from(value()?),
             other => return Err(format!("unknown option {other}")),
         }
@@ -218,6 +223,8 @@ struct Report {
     p99_under_attack_ms: f64,
     /// p99 under attack / p99 of the first normal phase.
     p99_ratio: f64,
+    /// Whether the attackers shared the normal client's runtime.
+    shared_runtime: bool,
     attacks: Vec<AttackReport>,
     deskd_rss_peak_kib: Option<u64>,
 }
@@ -279,30 +286,53 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let resets = Arc::new(Tally::default());
     let floods = Arc::new(Tally::default());
-    let mut tasks = Vec::new();
-    for _ in 0..args.reset_attackers {
-        tasks.push(tokio::spawn(attacker(
-            addr,
-            rapid_reset_burst,
-            resets.clone(),
-            stop.clone(),
-        )));
-    }
-    for _ in 0..args.flood_attackers {
-        let token = flood_token.clone();
-        tasks.push(tokio::spawn(attacker(
-            addr,
-            move |c| stream_flood_burst(c, &token),
-            floods.clone(),
-            stop.clone(),
-        )));
-    }
+    // The attackers run on a thread of their own with a single-threaded
+    // runtime (`--shared-runtime`: on the normal client's runtime instead),
+    // so they never delay the normal client's tasks in its own scheduler
+    // and use at most one core.
+    let attackers = {
+        let (stop, resets, floods, token) = (stop.clone(), resets.clone(), floods.clone(), flood_token.clone());
+        let (n_reset, n_flood) = (args.reset_attackers, args.flood_attackers);
+        async move {
+            let mut tasks = Vec::new();
+            for _ in 0..n_reset {
+                tasks.push(tokio::spawn(attacker(
+                    addr,
+                    rapid_reset_burst,
+                    resets.clone(),
+                    stop.clone(),
+                )));
+            }
+            for _ in 0..n_flood {
+                let token = token.clone();
+                tasks.push(tokio::spawn(attacker(
+                    addr,
+                    move |c| stream_flood_burst(c, &token),
+                    floods.clone(),
+                    stop.clone(),
+                )));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+    };
     let attack_started = Instant::now();
+    let attack_thread = if args.shared_runtime {
+        tokio::spawn(attackers);
+        None
+    } else {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("attackers' runtime: {e}"))?;
+        Some(std::thread::spawn(move || rt.block_on(attackers)))
+    };
     phases.push(run("under attack").await?);
     stop.store(true, Ordering::Relaxed);
     let attack_s = attack_started.elapsed().as_secs_f64();
-    for t in tasks {
-        let _ = t.await;
+    if let Some(t) = attack_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     phases.push(run("normal again").await?);
     let rss_peak = pid.and_then(|p| server::memory_kib(p).1);
@@ -342,6 +372,7 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
             0.0
         },
         phases,
+        shared_runtime: args.shared_runtime,
         attacks,
         deskd_rss_peak_kib: rss_peak,
     };
