@@ -408,3 +408,22 @@ async fn a_client_that_never_reads_is_disconnected_after_max_connection_age() {
     }
     served_again(&app, &caller.token).await;
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_pings_is_disconnected_by_keepalive() {
+    let app = spawn_app_with(|c| {
+        c.server.keepalive_interval = Duration::from_millis(200);
+        c.server.keepalive_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let caller = app.caller(Role::Agent).await;
+    // Preface and SETTINGS, then silence: the server's PINGs go unanswered.
+    let mut peer = RawH2::connect_ignoring_pings(app.addr).await.expect("connect");
+    let started = Instant::now();
+    let ended = wait_until_ended(&mut peer, Instant::now() + EXPECT_WITHIN)
+        .await
+        .unwrap_or_else(|e| panic!("the silent connection was not ended: {e:?}"));
+    assert!(started.elapsed() >= Duration::from_millis(200), "{ended:?}");
+    // The app's own channel answers PINGs, so it is still served.
+    served_again(&app, &caller.token).await;
+}

@@ -156,6 +156,15 @@ pub fn data(stream: u32, payload: &[u8], end_stream: bool) -> Vec<u8> {
 impl RawH2 {
     /// Connects and sends the preface and an empty SETTINGS frame.
     pub async fn connect(addr: SocketAddr) -> std::io::Result<RawH2> {
+        Self::connect_with(addr, true).await
+    }
+
+    /// As [`RawH2::connect`], but never answers the server's PINGs.
+    pub async fn connect_ignoring_pings(addr: SocketAddr) -> std::io::Result<RawH2> {
+        Self::connect_with(addr, false).await
+    }
+
+    async fn connect_with(addr: SocketAddr, answer_pings: bool) -> std::io::Result<RawH2> {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let (read, mut write) = tcp.into_split();
@@ -164,7 +173,7 @@ impl RawH2 {
         write.write_all(&hello).await?;
         let writer = Arc::new(Mutex::new(write));
         let (tx, events) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_frames(read, writer.clone(), tx));
+        let reader = tokio::spawn(read_frames(read, writer.clone(), tx, answer_pings));
         Ok(RawH2 {
             writer,
             events,
@@ -203,7 +212,12 @@ impl RawH2 {
     }
 }
 
-async fn read_frames(mut read: OwnedReadHalf, writer: Arc<Mutex<OwnedWriteHalf>>, tx: mpsc::UnboundedSender<Event>) {
+async fn read_frames(
+    mut read: OwnedReadHalf,
+    writer: Arc<Mutex<OwnedWriteHalf>>,
+    tx: mpsc::UnboundedSender<Event>,
+    answer_pings: bool,
+) {
     let mut head = [0u8; 9];
     loop {
         if read.read_exact(&mut head).await.is_err() {
@@ -237,7 +251,7 @@ async fn read_frames(mut read: OwnedReadHalf, writer: Arc<Mutex<OwnedWriteHalf>>
                 let _ = writer.lock().await.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
                 None
             }
-            PING if flags & ACK == 0 => {
+            PING if flags & ACK == 0 && answer_pings => {
                 let _ = writer.lock().await.write_all(&frame(PING, ACK, 0, &payload)).await;
                 None
             }
