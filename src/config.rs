@@ -212,6 +212,15 @@ impl Config {
         if self.server.max_request_duration.is_zero() {
             return bad("server.max_request_duration", "must be positive");
         }
+        if self.server.handshake_timeout.is_zero() {
+            return bad("server.handshake_timeout", "must be positive");
+        }
+        if self.server.max_connection_age.is_zero() {
+            return bad("server.max_connection_age", "must be positive");
+        }
+        if self.server.max_connection_age_grace.is_zero() {
+            return bad("server.max_connection_age_grace", "must be positive");
+        }
         let mut quotas = vec![
             ("rate_limit.tenant".to_string(), self.rate_limit.tenant),
             ("rate_limit.principal".to_string(), self.rate_limit.principal),

@@ -2,6 +2,7 @@
 //! reflection, the in-process job worker, and graceful shutdown.
 
 mod background;
+pub mod handshake;
 pub mod jobs;
 mod linger;
 
@@ -330,6 +331,8 @@ impl Application {
             }))
             .layer(MiddlewareLayer(AuthorizeLayer));
 
+        // What bounds each kind of abuse, and the tests that show it:
+        // docs/reliability.md, "HTTP/2 abuse".
         let router = Server::builder()
             .max_concurrent_streams(s.max_concurrent_streams)
             .http2_max_pending_accept_reset_streams(Some(s.max_pending_accept_reset_streams))
@@ -338,6 +341,8 @@ impl Application {
             .max_frame_size(s.max_frame_size)
             .http2_keepalive_interval(Some(s.keepalive_interval))
             .http2_keepalive_timeout(Some(s.keepalive_timeout))
+            .max_connection_age(s.max_connection_age)
+            .max_connection_age_grace(s.max_connection_age_grace)
             .tcp_nodelay(true)
             .layer(layers)
             .add_service(health_service)
@@ -347,6 +352,9 @@ impl Application {
             .add_service(users)
             .add_service(stats)
             .add_service(operations);
+        // Its `serve_with_incoming_shutdown` (below) is tonic's, each accepted
+        // connection given `handshake_timeout` to send the HTTP/2 preface.
+        let router = handshake::HandshakeDeadline::new(router, s.handshake_timeout);
 
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let health_on_stop = health.clone();

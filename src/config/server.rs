@@ -9,13 +9,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Concurrent HTTP/2 streams per connection.
+    /// Concurrent HTTP/2 streams per connection. A stream opened beyond it is
+    /// refused with RST_STREAM(REFUSED_STREAM) before any handler runs.
     pub max_concurrent_streams: u32,
-    /// Streams reset by the client before the server accepted them (guards
-    /// against rapid-reset floods).
+    /// Streams the client may reset before the server accepted them (guards
+    /// against rapid-reset floods: HEADERS followed at once by RST_STREAM).
+    /// h2 counts the ones waiting in its accept queue; one more than this
+    /// and the connection gets GOAWAY(ENHANCE_YOUR_CALM) and is closed.
     pub max_pending_accept_reset_streams: usize,
-    /// Streams the server may reset for protocol errors before it closes the
-    /// connection.
+    /// Streams the server may reset on its own (protocol errors, and streams
+    /// refused for exceeding `max_concurrent_streams`) before it sends
+    /// GOAWAY(ENHANCE_YOUR_CALM) and closes the connection. The count never
+    /// goes down over a connection's life, so this also ends a stream-count
+    /// flood: a client that keeps opening streams beyond the limit loses
+    /// its connection after this many refusals (h2 0.4 counts refused
+    /// streams here; a well-behaved client never gets one).
     pub max_local_error_reset_streams: usize,
     /// Largest header list a client may send, in bytes.
     pub max_header_list_size: u32,
@@ -34,6 +42,25 @@ pub struct ServerConfig {
     /// How long to wait for a PING answer before closing the connection.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// How long a new connection may take to send the HTTP/2 connection
+    /// preface before it is closed. hyper has no such deadline, and
+    /// keepalive PINGs only start once the preface is in, so without it a
+    /// TCP connection that never speaks holds its socket for ever.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// After this long a connection is sent GOAWAY: it takes no new streams,
+    /// its RPCs in flight finish, and the client reconnects (tonic's
+    /// `Channel` does so by itself). This bounds what a client that never
+    /// reads (zero flow-control window, PINGs still answered) can hold: its
+    /// streams and their unsent responses.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// How long RPCs may still take after the `max_connection_age` GOAWAY;
+    /// then the connection is closed whatever it still holds. Keep it at
+    /// least `max_request_duration`, so that only a client that does not
+    /// read its responses loses an RPC to it.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age_grace: Duration,
     /// RPCs in flight across all connections; more are shed at once with
     /// RESOURCE_EXHAUSTED instead of queueing.
     pub max_in_flight: usize,
@@ -70,6 +97,9 @@ impl Default for ServerConfig {
             compress_responses: false,
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(30 * 60),
+            max_connection_age_grace: Duration::from_secs(60),
             max_in_flight: 1024,
             max_request_duration: Duration::from_secs(30),
             drain_delay: Duration::ZERO,

@@ -56,6 +56,14 @@ fn bad_values_name_the_key() {
 
     let err = Config::load(None, env(&[("DESKD_NO_SUCH_KEY", "1")])).expect_err("must fail");
     assert!(err.to_string().contains("no_such_key"), "{err}");
+
+    for key in ["handshake_timeout", "max_connection_age", "max_connection_age_grace"] {
+        let var = format!("DESKD_SERVER_{}", key.to_uppercase());
+        let err = Config::load(None, env(&[(var.as_str(), "0s")])).expect_err("must fail");
+        assert!(err.to_string().contains(&format!("server.{key}")), "{err}");
+    }
+    let cfg = Config::load(None, env(&[("DESKD_SERVER_MAX_CONNECTION_AGE", "45m")])).expect("valid");
+    assert_eq!(cfg.server.max_connection_age, Duration::from_secs(45 * 60));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod apikeys_support;
 mod balancer_support;
+mod h2_raw;
 mod helpers;
 mod jobs;
 mod processes;
@@ -24,6 +25,7 @@ mod client;
 mod exports;
 mod exports_s3;
 mod grpcurl_walkthrough;
+mod h2_abuse;
 mod health;
 mod jwt_keys;
 mod lifecycle;
