@@ -132,6 +132,9 @@ pub async fn start_deskd(db: &Db, cwd: &Path, redis: bool) -> Result<Deskd, Stri
         .env("DESKD_RATE_LIMIT__PRINCIPAL__BURST", &high)
         .env("DESKD_RATE_LIMIT__TENANT__REQUESTS", &high)
         .env("DESKD_RATE_LIMIT__TENANT__BURST", &high)
+        // Transport settings under study, e.g. DESKD_SERVER_MAX_CONCURRENT_STREAMS,
+        // pass through from the benchmark's own environment.
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("DESKD_SERVER_")))
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
