@@ -29,6 +29,8 @@ mod overload;
 mod pg_restart;
 #[path = "faults/redis_kill.rs"]
 mod redis_kill;
+#[path = "support.rs"]
+mod support;
 // The load benchmark's database setup, shared as is; this benchmark does
 // not use all of it.
 #[path = "load/seed.rs"]
@@ -185,35 +187,9 @@ struct Report {
     broken: Vec<String>,
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn git_commit() -> Option<String> {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let out = std::process::Command::new("git")
-        .args(["-C", dir, "rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()?;
-    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let dirty = std::process::Command::new("git")
-        .args(["-C", dir, "status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .is_ok_and(|o| !o.stdout.is_empty());
-    (out.status.success() && !commit.is_empty()).then(|| if dirty { format!("{commit}-dirty") } else { commit })
-}
-
-fn now_utc() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 async fn bench(args: &Args) -> Result<Report, String> {
     let started = Instant::now();
-    let loadavg_before = load_average();
+    let loadavg_before = support::load_average();
     let dir = tempfile::Builder::new()
         .prefix("deskd-faults-")
         .tempdir()
@@ -262,8 +238,8 @@ async fn bench(args: &Args) -> Result<Report, String> {
             loadavg_after: String::new(),
             postgres,
             redis: redis_version,
-            git_commit: git_commit(),
-            date_utc: now_utc(),
+            git_commit: support::git_commit(),
+            date_utc: support::now_utc(),
             command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         },
         tickets_per_tenant: args.tickets,
@@ -313,7 +289,7 @@ async fn bench(args: &Args) -> Result<Report, String> {
         report.broken.extend(r.broken.iter().map(|b| format!("overload: {b}")));
         report.overload = Some(r);
     }
-    report.machine.loadavg_after = load_average();
+    report.machine.loadavg_after = support::load_average();
     report.total_s = started.elapsed().as_secs_f64();
     // The guards (deskd in each mode, then Redis, PostgreSQL and the
     // directories here) stop everything as they drop.

@@ -37,6 +37,8 @@ mod seed;
 #[path = "load/server.rs"]
 #[allow(dead_code)]
 mod server;
+#[path = "support.rs"]
+mod support;
 
 use std::{
     collections::BTreeMap,
@@ -229,12 +231,6 @@ struct Report {
     deskd_rss_peak_kib: Option<u64>,
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn print_phase(name: &str, s: &Summary) {
     println!(
         "  {name:<14} {:>7.0} req/s  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  errors {:?}",
@@ -244,7 +240,7 @@ fn print_phase(name: &str, s: &Summary) {
 
 async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let loadavg_before = load_average();
+    let loadavg_before = support::load_average();
     let seeded = Arc::new(seed::seed(db, dir.path(), 1000).await?);
     let mut deskd = server::start_deskd(db, dir.path(), false).await?;
     let pid = deskd.proc.pid();
@@ -359,7 +355,7 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
             .unwrap_or_default(),
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg_before,
-        loadavg_after: load_average(),
+        loadavg_after: support::load_average(),
         scenario: "GetCurrentUser",
         concurrency: args.concurrency,
         connections: args.connections,

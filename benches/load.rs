@@ -35,6 +35,8 @@ mod scenarios;
 mod seed;
 #[path = "load/server.rs"]
 mod server;
+#[path = "support.rs"]
+mod support;
 
 use std::{
     process::ExitCode,
@@ -52,32 +54,6 @@ use crate::{
     scenarios::{Scenario, Shared},
     seed::Db,
 };
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn git_commit() -> Option<String> {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let out = std::process::Command::new("git")
-        .args(["-C", dir, "rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()?;
-    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let dirty = std::process::Command::new("git")
-        .args(["-C", dir, "status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .is_ok_and(|o| !o.stdout.is_empty());
-    (out.status.success() && !commit.is_empty()).then(|| if dirty { format!("{commit}-dirty") } else { commit })
-}
-
-fn now_utc() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 fn limit_row(name: &str, concurrency: u32, result: Result<driver::Summary, String>) -> LimitRow {
     match result {
@@ -122,7 +98,7 @@ fn progress(what: &str, c: u32, s: &driver::Summary) {
 async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
     let baseline = args.compare.as_deref().map(report::load_baseline).transpose()?;
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let loadavg_before = load_average();
+    let loadavg_before = support::load_average();
     println!(
         "load: database {}, {} tickets per tenant; deskd {}",
         db.name,
@@ -223,7 +199,7 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
         }
     }
     let (_, rss_peak_kib) = server::memory_kib(pid);
-    let loadavg_after = load_average();
+    let loadavg_after = support::load_average();
     deskd.proc.stop();
     if let Some((mut p, _)) = bare.take() {
         p.stop();
@@ -238,8 +214,8 @@ async fn bench(args: &Args, db: &Db) -> Result<bool, String> {
             loadavg_before,
             loadavg_after,
             postgres,
-            git_commit: git_commit(),
-            date_utc: now_utc(),
+            git_commit: support::git_commit(),
+            date_utc: support::now_utc(),
         },
         config: report::RunConfig {
             tickets_per_tenant: args.tickets,
