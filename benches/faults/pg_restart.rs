@@ -449,21 +449,15 @@ pub fn print(r: &PgRestartReport) {
         o.back_ms / 1000.0,
         o.outage_s
     );
-    for (name, t) in [
-        ("before", &r.before),
-        ("during", &r.during),
-        ("after", &r.after),
-        ("all", &r.all),
-    ] {
-        println!(
-            "  {name:<7} {:>6} requests, p50 {:.1} ms, p99 {:.1} ms, max {:.0} ms: {}",
-            t.requests,
-            t.p50_ms,
-            t.p99_ms,
-            t.max_ms,
-            t.codes_line()
-        );
-    }
+    crate::tally::print_phases(
+        [
+            ("before", &r.before),
+            ("during", &r.during),
+            ("after", &r.after),
+            ("all", &r.all),
+        ],
+        false,
+    );
     println!(
         "  creates: {} attempted, {} acknowledged, {} of them found, lost {}; {} failed but committed; {} titles duplicated",
         r.creates_attempted,

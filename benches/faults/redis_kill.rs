@@ -250,22 +250,15 @@ pub fn print(r: &RedisKillReport) {
         r.restarted_ms / 1000.0,
         (r.restarted_ms - r.killed_ms) / 1000.0
     );
-    for (name, t) in [
-        ("before", &r.before),
-        ("during", &r.during),
-        ("after", &r.after),
-        ("all", &r.all),
-    ] {
-        println!(
-            "  {name:<7} {:>6} requests, success {:>8.3} %, p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms: {}",
-            t.requests,
-            t.success_pct,
-            t.p50_ms,
-            t.p99_ms,
-            t.max_ms,
-            t.codes_line()
-        );
-    }
+    crate::tally::print_phases(
+        [
+            ("before", &r.before),
+            ("during", &r.during),
+            ("after", &r.after),
+            ("all", &r.all),
+        ],
+        true,
+    );
     let stats: Vec<String> = r
         .new_server_commandstats
         .iter()

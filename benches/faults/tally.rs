@@ -86,6 +86,26 @@ impl Tally {
     }
 }
 
+/// Prints one line per phase: requests, the success rate when asked for,
+/// p50, p99, max and the codes seen.
+pub fn print_phases(phases: [(&str, &Tally); 4], with_success: bool) {
+    for (name, t) in phases {
+        let success = if with_success {
+            format!(", success {:>8.3} %", t.success_pct)
+        } else {
+            String::new()
+        };
+        println!(
+            "  {name:<7} {:>6} requests{success}, p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms: {}",
+            t.requests,
+            t.p50_ms,
+            t.p99_ms,
+            t.max_ms,
+            t.codes_line()
+        );
+    }
+}
+
 /// The nearest-rank percentile of sorted µs values, in ms.
 pub fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     if sorted_us.is_empty() {
