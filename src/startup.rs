@@ -352,9 +352,6 @@ impl Application {
             .add_service(users)
             .add_service(stats)
             .add_service(operations);
-        // Its `serve_with_incoming_shutdown` (below) is tonic's, each accepted
-        // connection given `handshake_timeout` to send the HTTP/2 preface.
-        let router = handshake::HandshakeDeadline::new(router, s.handshake_timeout);
 
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let health_on_stop = health.clone();
@@ -387,10 +384,15 @@ impl Application {
         // listener: set them on the incoming stream, or Nagle delays every
         // response larger than a segment by the peer's delayed ACK (~40 ms).
         let (lingering, lingering_done) = linger::tracker();
+        let handshake_timeout = s.handshake_timeout;
         let incoming = tonic::transport::server::TcpIncoming::from(listener)
             .with_nodelay(Some(true))
             .with_keepalive(Some(s.keepalive_interval))
-            .map(move |accepted| accepted.map(|stream| lingering.wrap(stream)));
+            // Each accepted connection must send the HTTP/2 preface within
+            // handshake_timeout (handshake.rs) and closes lingeringly (linger.rs).
+            .map(move |accepted| {
+                accepted.map(|stream| handshake::PrefaceDeadline::new(lingering.wrap(stream), handshake_timeout))
+            });
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let grace = s.shutdown_grace;
         let mut stopping = stopping_rx;

@@ -10,9 +10,8 @@
 //! is closed. After that it only passes bytes through; keepalive and
 //! `max_connection_age` bound the connection from there on.
 //!
-//! tonic offers no hook for this, so [`HandshakeDeadline`] wraps the
-//! `Router` and wraps the incoming sockets in its
-//! `serve_with_incoming_shutdown`, which has tonic's signature.
+//! `startup.rs` wraps each accepted socket (inside the lingering-close
+//! wrapper of `linger.rs`) before tonic serves it.
 
 use std::{
     future::Future,
@@ -22,21 +21,11 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{Stream, StreamExt as _};
-use http::{Request, Response};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::Sleep,
 };
-use tonic::{
-    body::Body,
-    codegen::Bytes,
-    service::Routes,
-    transport::server::{Connected, Router},
-};
-use tower::{Layer, Service};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tonic::transport::server::Connected;
 
 /// The client's HTTP/2 connection preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
 const PREFACE_LEN: usize = 24;
@@ -125,44 +114,6 @@ impl<IO: Connected> Connected for PrefaceDeadline<IO> {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.io.connect_info()
-    }
-}
-
-/// A tonic `Router` whose connections must send the HTTP/2 preface within
-/// `timeout`.
-pub struct HandshakeDeadline<L> {
-    router: Router<L>,
-    timeout: Duration,
-}
-
-impl<L> HandshakeDeadline<L> {
-    /// Wraps `router`.
-    pub fn new(router: Router<L>, timeout: Duration) -> Self {
-        Self { router, timeout }
-    }
-
-    /// tonic's `Router::serve_with_incoming_shutdown`, every accepted
-    /// connection wrapped in a [`PrefaceDeadline`].
-    pub async fn serve_with_incoming_shutdown<I, IO, IE, F, ResBody>(
-        self,
-        incoming: I,
-        signal: F,
-    ) -> Result<(), tonic::transport::Error>
-    where
-        I: Stream<Item = Result<IO, IE>>,
-        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-        IE: Into<BoxError>,
-        F: Future<Output = ()>,
-        L: Layer<Routes>,
-        L::Service: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
-        <L::Service as Service<Request<Body>>>::Future: Send,
-        <L::Service as Service<Request<Body>>>::Error: Into<BoxError> + Send,
-        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
-        let timeout = self.timeout;
-        let incoming = incoming.map(move |accepted| accepted.map(|io| PrefaceDeadline::new(io, timeout)));
-        self.router.serve_with_incoming_shutdown(incoming, signal).await
     }
 }
 
