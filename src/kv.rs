@@ -121,8 +121,11 @@ pub struct Redis {
     failures: AtomicU64,
     last_log: Mutex<Option<Instant>>,
     retry_interval: Duration,
-    /// Until when calls fail at once (a connection-level failure was seen).
-    down_until: Mutex<Option<Instant>>,
+    /// When this handle was made: `down_until` counts from it.
+    born: Instant,
+    /// Until when (ns after `born`) calls fail at once; 0: not down. An
+    /// atomic, not a lock: every Redis call reads it.
+    down_until: AtomicU64,
 }
 
 impl std::fmt::Debug for Redis {
@@ -170,7 +173,8 @@ impl Redis {
             failures: AtomicU64::new(0),
             last_log: Mutex::new(None),
             retry_interval: cfg.retry_interval,
-            down_until: Mutex::new(None),
+            born: Instant::now(),
+            down_until: AtomicU64::new(0),
         })))
     }
 
@@ -263,16 +267,19 @@ impl Redis {
     /// Whether the pool failed to give a connection less than
     /// `retry_interval` ago.
     fn known_down(&self) -> bool {
-        match self.down_until.lock() {
-            Ok(until) => until.is_some_and(|t| Instant::now() < t),
-            Err(_) => false,
-        }
+        let until = self.down_until.load(Ordering::Relaxed);
+        until != 0 && self.nanos_since_born() < until
     }
 
     fn mark_down(&self) {
-        if let Ok(mut until) = self.down_until.lock() {
-            *until = Some(Instant::now() + self.retry_interval);
-        }
+        let until = self
+            .nanos_since_born()
+            .saturating_add(self.retry_interval.as_nanos() as u64);
+        self.down_until.store(until.max(1), Ordering::Relaxed);
+    }
+
+    fn nanos_since_born(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Connections requested from the pool since start (each call that
