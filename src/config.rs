@@ -206,6 +206,9 @@ impl Config {
         if self.server.max_concurrent_streams == 0 {
             return bad("server.max_concurrent_streams", "must be at least 1");
         }
+        if self.server.max_concurrent_rpcs_per_connection == 0 {
+            return bad("server.max_concurrent_rpcs_per_connection", "must be at least 1");
+        }
         if !(16_384..=16_777_215).contains(&self.server.max_frame_size) {
             return bad("server.max_frame_size", "must be between 16384 and 16777215");
         }

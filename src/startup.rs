@@ -335,6 +335,9 @@ impl Application {
         // docs/reliability.md, "HTTP/2 abuse".
         let router = Server::builder()
             .max_concurrent_streams(s.max_concurrent_streams)
+            // Outside every layer: a waiting stream is not yet authenticated
+            // and holds no max_in_flight permit.
+            .concurrency_limit_per_connection(s.max_concurrent_rpcs_per_connection)
             .http2_max_pending_accept_reset_streams(Some(s.max_pending_accept_reset_streams))
             .http2_max_local_error_reset_streams(Some(s.max_local_error_reset_streams))
             .http2_max_header_list_size(s.max_header_list_size)

@@ -12,6 +12,15 @@ pub struct ServerConfig {
     /// Concurrent HTTP/2 streams per connection. A stream opened beyond it is
     /// refused with RST_STREAM(REFUSED_STREAM) before any handler runs.
     pub max_concurrent_streams: u32,
+    /// RPCs of one connection that run at once; the connection's other
+    /// accepted streams wait, before authentication and before they take a
+    /// `max_in_flight` permit, until one of them ends. This bounds what one
+    /// connection can make the server do: a stream-count flood with a valid
+    /// credential starts this many RPCs per connection, not
+    /// `max_concurrent_streams`. Behind a proxy that multiplexes many
+    /// clients onto few connections, raise it to `max_concurrent_streams`
+    /// and let the proxy bound each client (docs/scaling.md).
+    pub max_concurrent_rpcs_per_connection: usize,
     /// Streams the client may reset before the server accepted them (guards
     /// against rapid-reset floods: HEADERS followed at once by RST_STREAM).
     /// h2 counts the ones waiting in its accept queue; one more than this
@@ -88,6 +97,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_concurrent_streams: 256,
+            max_concurrent_rpcs_per_connection: 32,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
             max_header_list_size: 16 * 1024,

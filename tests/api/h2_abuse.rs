@@ -232,6 +232,49 @@ async fn stream_count_flood_is_refused_then_the_connection_is_ended() {
     served_again(&app, &caller.token).await;
 }
 
+/// A connection's streams beyond `max_concurrent_rpcs_per_connection` are
+/// accepted but wait, unauthenticated, until one of its running RPCs ends:
+/// a flood with a valid credential starts that many RPCs per connection,
+/// not `max_concurrent_streams`.
+#[tokio::test]
+async fn a_connection_runs_at_most_its_per_connection_rpcs_and_the_rest_wait_before_authentication() {
+    let app = spawn_app_with(|c| c.server.max_concurrent_rpcs_per_connection = 2).await;
+    let caller = app.caller(Role::Agent).await;
+    let mut conn = RawH2::connect(app.addr).await.expect("connect");
+
+    // Two authenticated calls whose bodies have not come yet fill the
+    // connection's two slots. A third without a credential would be
+    // answered UNAUTHENTICATED at once if it ran.
+    let (first, second, third) = (conn.next_stream(), conn.next_stream(), conn.next_stream());
+    let mut burst = grpc_headers(first, GET_CURRENT_USER, Some(&caller.token), false);
+    burst.extend(grpc_headers(second, GET_CURRENT_USER, Some(&caller.token), false));
+    burst.extend(grpc_headers(third, GET_CURRENT_USER, None, true));
+    conn.send(&burst).await.expect("send the streams");
+    // The first call's body: it answers, and only then may the third run.
+    let body = grpc_frame(&GetCurrentUserRequest {}.encode_to_vec());
+    conn.send(&h2_raw::data(first, &body, true)).await.expect("send a body");
+
+    let mut order = Vec::new();
+    let seen = conn
+        .wait_for(Instant::now() + EXPECT_WITHIN, |ev| {
+            match ev {
+                h2_raw::Event::Headers { stream, .. } if !order.contains(stream) => order.push(*stream),
+                h2_raw::Event::Reset { stream, code } => panic!("stream {stream} was reset ({code:#x})"),
+                h2_raw::Event::GoAway { .. } | h2_raw::Event::Closed => panic!("the connection ended: {ev:?}"),
+                _ => {}
+            }
+            (order.contains(&first) && order.contains(&third)).then_some(())
+        })
+        .await;
+    assert!(seen.is_some(), "answers seen in time: {order:?}");
+    assert_eq!(
+        order,
+        [first, third],
+        "the third stream waited for the first to end; the second still holds its slot"
+    );
+    served_again(&app, &caller.token).await;
+}
+
 #[tokio::test]
 async fn a_2_gib_message_header_is_refused_before_its_body_arrives() {
     // A long request budget: the answer below cannot be the deadline's.
