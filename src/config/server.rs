@@ -96,7 +96,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_concurrent_streams: 256,
+            max_concurrent_streams: 100,
             max_concurrent_rpcs_per_connection: 32,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
