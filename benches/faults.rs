@@ -65,7 +65,7 @@ cargo bench --bench faults -- <pg-restart|redis-kill|overload|all> [options]
   all          the three, in that order (about 2-3 minutes)
 
   --json FILE          write the report as JSON
-  --max-in-flight N    deskd's server.max_in_flight in the overload mode (default 64)
+  --max-in-flight N    deskd's server.max_in_flight in the overload mode (default 128, deskd's own)
   --down SECONDS       how long PostgreSQL stays down in pg-restart (default 4; 0 is a
                        bare restart, shorter than deskd's health probe can see)
   --no-pin             overload: let every process use every CPU (by default deskd,
@@ -76,8 +76,9 @@ cargo bench --bench faults -- <pg-restart|redis-kill|overload|all> [options]
 
 /// Seeded tickets per tenant (two tenants).
 const TICKETS: u32 = 10_000;
-/// `server.max_in_flight` for the overload mode: see docs/reliability.md.
-const MAX_IN_FLIGHT: usize = 64;
+/// `server.max_in_flight` for the overload mode: deskd's default; see
+/// docs/reliability.md.
+const MAX_IN_FLIGHT: usize = 128;
 
 struct Args {
     pg_restart: bool,
