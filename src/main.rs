@@ -13,6 +13,13 @@ use deskd::{
 };
 use uuid::Uuid;
 
+/// mimalloc: about 11 % fewer instructions per RPC than glibc's malloc, whose
+/// calls were the largest item of a GetTicket's profile (BENCHMARKS.md,
+/// "Session 5" and "Session 6"). Built with `no_thp`: transparent huge pages
+/// on its arenas doubled the idle memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// deskd — a multi-tenant helpdesk backend (Tickets, Users, Stats) over gRPC.
 ///
 /// Configuration: built-in defaults, then the TOML file given by --config

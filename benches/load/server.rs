@@ -104,7 +104,10 @@ pub async fn start_deskd(db: &Db, cwd: &Path, redis: bool) -> Result<Deskd, Stri
     let redis_prefix = redis_prefix();
     let log = File::create(cwd.join("deskd-serve.log")).map_err(|e| format!("log file: {e}"))?;
     let high = "1000000000".to_string();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deskd"));
+    // DESKD_BENCH_SERVER_BIN: another build of deskd to measure (an A/B
+    // comparison of two binaries with one benchmark build).
+    let bin = std::env::var_os("DESKD_BENCH_SERVER_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_deskd").into());
+    let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .env_clear()
         .envs(deskd_env(db))
