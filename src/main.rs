@@ -13,7 +13,7 @@ use deskd::{
 };
 use uuid::Uuid;
 
-/// mimalloc: about 11 % fewer instructions per RPC than glibc's malloc, whose
+/// mimalloc: 13–17 % fewer instructions per RPC than glibc's malloc, whose
 /// calls were the largest item of a GetTicket's profile (BENCHMARKS.md,
 /// "Session 5" and "Session 6"). Built with `no_thp`: transparent huge pages
 /// on its arenas doubled the idle memory.
