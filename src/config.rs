@@ -203,6 +203,9 @@ impl Config {
         if self.server.max_in_flight == 0 {
             return bad("server.max_in_flight", "must be at least 1");
         }
+        if self.server.max_in_flight_per_tenant == 0 {
+            return bad("server.max_in_flight_per_tenant", "must be at least 1");
+        }
         if self.server.max_concurrent_streams == 0 {
             return bad("server.max_concurrent_streams", "must be at least 1");
         }

@@ -105,6 +105,13 @@ pub enum AppError {
     /// Too many requests in flight on this replica: shed before any work.
     #[error("server overloaded")]
     Overloaded,
+    /// Too many of the caller's tenant's requests in flight on this replica
+    /// (`server.max_in_flight_per_tenant`).
+    #[error("tenant overloaded")]
+    TenantOverloaded {
+        /// The cap.
+        limit: usize,
+    },
     /// A dependency (PostgreSQL, ...) is unreachable; retrying can succeed.
     #[error("{dependency} unavailable")]
     Unavailable {
@@ -191,6 +198,11 @@ impl AppError {
                 "OVERLOADED",
                 "server overloaded; retry with backoff".to_string(),
             ),
+            AppError::TenantOverloaded { .. } => (
+                Code::ResourceExhausted,
+                "TENANT_OVERLOADED",
+                "too many of this tenant's requests in flight; retry with backoff".to_string(),
+            ),
             AppError::Unavailable { dependency, .. } => (
                 Code::Unavailable,
                 "DEPENDENCY_UNAVAILABLE",
@@ -262,6 +274,14 @@ impl AppError {
             }
             AppError::Overloaded => {
                 details.set_retry_info(Some(Duration::from_millis(100)));
+            }
+            AppError::TenantOverloaded { limit } => {
+                details.set_retry_info(Some(Duration::from_millis(100)));
+                details.add_quota_failure_violation(
+                    "tenant",
+                    format!("at most {limit} requests of one tenant in flight on a replica"),
+                );
+                info_meta.insert("limit".into(), limit.to_string());
             }
             AppError::Unavailable { dependency, source } => {
                 tracing::warn!(

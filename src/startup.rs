@@ -27,9 +27,16 @@ use crate::{
     db,
     kv::Redis,
     middleware::{
-        MiddlewareLayer, authn::AuthnLayer, authorize::AuthorizeLayer, catch_panic::CatchPanicLayer,
-        deadline::DeadlineLayer, load_shed::LoadShedLayer, rate_limit::RateLimitLayer, request_id::RequestIdLayer,
-        request_log::RequestLogLayer, tenant::TenantLayer,
+        MiddlewareLayer,
+        authn::AuthnLayer,
+        authorize::AuthorizeLayer,
+        catch_panic::CatchPanicLayer,
+        deadline::DeadlineLayer,
+        load_shed::LoadShedLayer,
+        rate_limit::RateLimitLayer,
+        request_id::RequestIdLayer,
+        request_log::RequestLogLayer,
+        tenant::{TenantLayer, in_flight::TenantInFlight},
     },
     pagination::PageTokens,
     proto,
@@ -324,7 +331,10 @@ impl Application {
                 max: s.max_request_duration,
             }))
             .layer(MiddlewareLayer(AuthnLayer { keys }))
-            .layer(MiddlewareLayer(TenantLayer { directory }))
+            .layer(MiddlewareLayer(TenantLayer {
+                directory,
+                in_flight: TenantInFlight::new(s.max_in_flight_per_tenant),
+            }))
             .layer(MiddlewareLayer(RateLimitLayer {
                 limiter,
                 config: Arc::new(cfg.rate_limit.clone()),

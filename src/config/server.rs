@@ -76,6 +76,11 @@ pub struct ServerConfig {
     /// 16 on 2 cores with a 20-connection pool): beyond that, RPCs in
     /// flight only wait (docs/reliability.md, "Overload").
     pub max_in_flight: usize,
+    /// RPCs of one tenant in flight on this replica; more are refused at
+    /// once with RESOURCE_EXHAUSTED `TENANT_OVERLOADED`. Below
+    /// `max_in_flight`, so that one tenant's slow or stuck calls leave the
+    /// rest of the replica to the other tenants.
+    pub max_in_flight_per_tenant: usize,
     /// The longest an RPC may run, whatever deadline the client sent.
     #[serde(with = "humantime_serde")]
     pub max_request_duration: Duration,
@@ -114,6 +119,7 @@ impl Default for ServerConfig {
             max_connection_age: Duration::from_secs(30 * 60),
             max_connection_age_grace: Duration::from_secs(60),
             max_in_flight: 128,
+            max_in_flight_per_tenant: 64,
             max_request_duration: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),

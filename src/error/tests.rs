@@ -60,6 +60,11 @@ fn mapping_table() {
         ),
         (sample(Code::ResourceExhausted), Code::ResourceExhausted, "RATE_LIMITED"),
         (AppError::Overloaded, Code::ResourceExhausted, "OVERLOADED"),
+        (
+            AppError::TenantOverloaded { limit: 64 },
+            Code::ResourceExhausted,
+            "TENANT_OVERLOADED",
+        ),
         (sample(Code::Unavailable), Code::Unavailable, "DEPENDENCY_UNAVAILABLE"),
         (
             sample(Code::DeadlineExceeded),

@@ -6,11 +6,20 @@
 //! `TenantDirectory`; unknown or suspended tenants are refused here, so no
 //! handler ever runs for them. After authentication (it needs the verified
 //! credential) and before the rate limit (whose keys are tenant and principal).
+//!
+//! Once the principal is known, the tenant's RPC takes a place under the
+//! per-tenant cap on RPCs in flight (`in_flight.rs`) for as long as it runs;
+//! over the cap it is refused at once with RESOURCE_EXHAUSTED
+//! `TENANT_OVERLOADED`. The cap counts only verified tenants: an API key's
+//! tenant id is trusted only after the directory has checked the key.
+
+pub mod in_flight;
 
 use futures_util::future::BoxFuture;
 use tower::Service;
 use uuid::Uuid;
 
+use self::in_flight::TenantInFlight;
 use super::{Middleware, Req, RequestId, Res, deadline::Deadline, error_response, is_public, request_log::LogSlot};
 use crate::{auth::Credential, error::AppError, tenancy::TenantDirectory};
 
@@ -22,6 +31,8 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 pub struct TenantLayer {
     /// Cached tenant and user lookups.
     pub directory: TenantDirectory,
+    /// Each tenant's RPCs in flight, capped.
+    pub in_flight: TenantInFlight,
 }
 
 impl Middleware for TenantLayer {
@@ -35,6 +46,7 @@ impl Middleware for TenantLayer {
             return Box::pin(next.call(req));
         }
         let directory = self.directory.clone();
+        let in_flight = self.in_flight.clone();
         Box::pin(async move {
             let request_id = RequestId::of(&req);
             let Some(credential) = req.extensions().get::<Credential>().cloned() else {
@@ -76,6 +88,14 @@ impl Middleware for TenantLayer {
             let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
             match directory.resolve(&credential, deadline).await {
                 Ok((principal, tenant)) => {
+                    let Some(_place) = in_flight.try_enter(principal.tenant_id) else {
+                        return Ok(error_response(
+                            AppError::TenantOverloaded {
+                                limit: in_flight.limit(),
+                            },
+                            &request_id,
+                        ));
+                    };
                     req.extensions_mut().insert(principal);
                     req.extensions_mut().insert(tenant);
                     next.call(req).await

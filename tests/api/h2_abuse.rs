@@ -64,12 +64,12 @@ unsafe impl GlobalAlloc for LargestAllocation {
 #[global_allocator]
 static ALLOCATOR: LargestAllocation = LargestAllocation;
 
-const GET_CURRENT_USER: &str = "/deskd.users.v1.UsersService/GetCurrentUser";
+pub(crate) const GET_CURRENT_USER: &str = "/deskd.users.v1.UsersService/GetCurrentUser";
 const GET_TICKET: &str = "/deskd.tickets.v1.TicketsService/GetTicket";
 const CREATE_TICKET: &str = "/deskd.tickets.v1.TicketsService/CreateTicket";
 
 /// A gRPC message frame: uncompressed flag, big-endian length, bytes.
-fn grpc_frame(message: &[u8]) -> Bytes {
+pub(crate) fn grpc_frame(message: &[u8]) -> Bytes {
     let mut f = vec![0u8];
     f.extend_from_slice(&(message.len() as u32).to_be_bytes());
     f.extend_from_slice(message);
@@ -78,7 +78,7 @@ fn grpc_frame(message: &[u8]) -> Bytes {
 
 /// An `h2` client connection (its connection task spawned); the task's
 /// handle resolves when the server ends the connection.
-async fn h2_connect(
+pub(crate) async fn h2_connect(
     app: &TestApp,
     builder: h2::client::Builder,
 ) -> (SendRequest<Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
@@ -87,7 +87,7 @@ async fn h2_connect(
     (client, tokio::spawn(conn))
 }
 
-fn grpc_request(path: &str, token: &str) -> http::Request<()> {
+pub(crate) fn grpc_request(path: &str, token: &str) -> http::Request<()> {
     http::Request::builder()
         .method("POST")
         .uri(format!("http://deskd{path}"))
@@ -100,7 +100,7 @@ fn grpc_request(path: &str, token: &str) -> http::Request<()> {
 
 /// The grpc-status of a response: from its headers (trailers-only) or its
 /// trailers, after reading the body.
-async fn grpc_status(resp: http::Response<h2::RecvStream>) -> i32 {
+pub(crate) async fn grpc_status(resp: http::Response<h2::RecvStream>) -> i32 {
     let parse = |v: Option<&http::HeaderValue>| v.and_then(|v| v.to_str().ok()?.parse::<i32>().ok());
     if let Some(code) = parse(resp.headers().get("grpc-status")) {
         return code;

@@ -26,6 +26,7 @@ mod exports;
 mod exports_s3;
 mod grpcurl_walkthrough;
 mod h2_abuse;
+mod h2_tenant_cap;
 mod health;
 mod jwt_keys;
 mod lifecycle;
