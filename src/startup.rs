@@ -5,9 +5,14 @@ mod background;
 pub mod handshake;
 pub mod jobs;
 mod linger;
+mod secret;
+mod transport;
 
-pub use self::background::shutdown_signal;
 use self::background::{health_loop, key_usage_loop, probe, tokio_util_like};
+pub use self::{
+    background::shutdown_signal,
+    secret::{ServerSecret, server_secret},
+};
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -16,7 +21,6 @@ use futures_util::StreamExt as _;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
@@ -39,7 +43,6 @@ use crate::{
         tenant::{TenantLayer, in_flight::TenantInFlight},
     },
     pagination::PageTokens,
-    proto,
     ratelimit::{InProcessRateLimiter, RateLimiter, RedisRateLimiter},
     tenancy::{TenantDirectory, directory::DirectoryConfig, key_usage::KeyUsage},
     tickets::{grpc::TicketsGrpc, service::TicketsService},
@@ -53,31 +56,6 @@ pub const SERVICE_NAMES: &[&str] = &[
     "deskd.stats.v1.StatsService",
     "deskd.operations.v1.OperationsService",
 ];
-
-/// The deployment's server secret, from which page-token MACs and (without a
-/// pepper) API key digests are derived. Every replica must share it.
-pub struct ServerSecret {
-    /// The secret.
-    pub secret: secrecy::SecretString,
-    /// Whether it is the local development secret file (not shared).
-    pub from_dev_file: bool,
-}
-
-/// `secret_key` when configured, else the JWT HS256 secret, else the
-/// development secret file.
-pub fn server_secret(cfg: &Config) -> std::io::Result<ServerSecret> {
-    if !cfg.secret_key.expose_secret().is_empty() {
-        return Ok(ServerSecret {
-            secret: cfg.secret_key.clone(),
-            from_dev_file: false,
-        });
-    }
-    let (secret, source) = jwt::load_secret(&cfg.jwt)?;
-    Ok(ServerSecret {
-        secret,
-        from_dev_file: matches!(source, jwt::SecretSource::DevFile(_)),
-    })
-}
 
 /// A built server, bound to its address and ready to run.
 pub struct Application {
@@ -230,16 +208,8 @@ impl Application {
             async move { stop.stopped().await }
         }));
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = transport::reflection().build_v1()?;
+        let reflection_v1alpha = transport::reflection().build_v1alpha()?;
 
         let key_usage = Arc::new(KeyUsage::default());
         let directory = TenantDirectory::new(
@@ -341,22 +311,7 @@ impl Application {
             }))
             .layer(MiddlewareLayer(AuthorizeLayer));
 
-        // What bounds each kind of abuse, and the tests that show it:
-        // docs/reliability.md, "HTTP/2 abuse".
-        let router = Server::builder()
-            .max_concurrent_streams(s.max_concurrent_streams)
-            // Outside every layer: a waiting stream is not yet authenticated
-            // and holds no max_in_flight permit.
-            .concurrency_limit_per_connection(s.max_concurrent_rpcs_per_connection)
-            .http2_max_pending_accept_reset_streams(Some(s.max_pending_accept_reset_streams))
-            .http2_max_local_error_reset_streams(Some(s.max_local_error_reset_streams))
-            .http2_max_header_list_size(s.max_header_list_size)
-            .max_frame_size(s.max_frame_size)
-            .http2_keepalive_interval(Some(s.keepalive_interval))
-            .http2_keepalive_timeout(Some(s.keepalive_timeout))
-            .max_connection_age(s.max_connection_age)
-            .max_connection_age_grace(s.max_connection_age_grace)
-            .tcp_nodelay(true)
+        let router = transport::server(s)
             .layer(layers)
             .add_service(health_service)
             .add_service(reflection_v1)
